@@ -1,0 +1,23 @@
+"""jaxloss: pure, jittable, exact loss functions for JAX."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from jaxloss._classification import binary_cross_entropy as binary_cross_entropy
+from jaxloss._classification import nll_loss as nll_loss
+from jaxloss._classification import poly1_cross_entropy as poly1_cross_entropy
+from jaxloss._classification import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
+from jaxloss._classification import sigmoid_focal_loss as sigmoid_focal_loss
+from jaxloss._classification import softmax_cross_entropy as softmax_cross_entropy
+from jaxloss._classification import (
+    softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels,
+)
+from jaxloss._classification import softmax_focal_loss as softmax_focal_loss
+from jaxloss._divergence import entropy as entropy
+from jaxloss._divergence import js_divergence as js_divergence
+from jaxloss._divergence import kl_divergence as kl_divergence
+from jaxloss._reduction import mean as mean
+
+try:
+    __version__ = version("jaxloss")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"

@@ -1,0 +1,153 @@
+"""Information measures of softmax distributions: entropy, KL and Jensen–Shannon divergence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxloss import _checks
+from jaxloss._reduction import Reduction, reduce
+from jaxloss._softmax import Normalized, normalize
+
+
+def _log_probs(logits: Any, axis: int, where: Any, name: str = "logits") -> tuple[Normalized, jax.Array, int]:
+    logits = _checks.check_float(logits, name)
+    axis = _checks.check_axis(axis, logits.ndim, name)
+    n = normalize(logits, axis, where)
+    return n, n.shifted - n.log_z, axis
+
+
+def _plogp_ratio(p: jax.Array, log_p: jax.Array, log_q: jax.Array) -> jax.Array:
+    # p·(log p - log q) with 0·log 0 = 0: the inner where keeps -inf - (-inf) and 0·inf out of
+    # the value and of every derivative.
+    support = p > 0
+    return jnp.where(support, p * (jnp.where(support, log_p, 0) - jnp.where(support, log_q, 0)), 0)
+
+
+def _per_example(values: jax.Array, n: Normalized, axis: int, reduction: Reduction) -> jax.Array:
+    loss = jnp.sum(values, axis)
+    if n.has_class is None:
+        return reduce(loss, reduction)
+    has = jnp.squeeze(n.has_class, axis)
+    return reduce(jnp.where(has, loss, 0), reduction, has)
+
+
+def entropy(logits: Any, *, axis: int = -1, where: Any = None) -> jax.Array:
+    r"""Shannon entropy (in nats) of ``softmax(logits)``.
+
+    .. math::
+        H(p) = -\sum_c p_c \log p_c, \qquad p = \operatorname{softmax}(x)
+
+    with :math:`0 \log 0 = 0`. Log-probabilities are valid logits, so ``entropy(jnp.log(p))``
+    is the entropy of a probability vector ``p``, zeros included.
+
+    Args:
+      logits: unnormalised log-probabilities, ``[..., C]``.
+      axis: the class axis.
+      where: boolean, broadcastable to ``logits``: classes to include.
+
+    Returns:
+      Per-example entropies of shape ``logits.shape`` without ``axis`` (float32 or wider).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxloss
+      >>> print(jaxloss.entropy(jnp.log(jnp.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]))))
+      [0.6931 0.    ]
+    """
+    n, log_p, axis = _log_probs(logits, axis, where)
+    p = jnp.exp(log_p)
+    return _per_example(_plogp_ratio(p, jnp.zeros_like(log_p), log_p), n, axis, "none")
+
+
+def kl_divergence(
+    logits: Any,
+    targets: Any,
+    *,
+    axis: int = -1,
+    where: Any = None,
+    reduction: Reduction = "none",
+) -> jax.Array:
+    r"""Kullback–Leibler divergence of ``softmax(logits)`` from the target distribution.
+
+    .. math::
+        D_{\mathrm{KL}}(y \,\|\, q) = \sum_c y_c \log \frac{y_c}{q_c},
+        \qquad q = \operatorname{softmax}(x)
+
+    Non-negative, zero iff :math:`q = y`, and not symmetric. Cross-entropy is
+    :math:`H(y, q) = H(y) + D_{\mathrm{KL}}(y\|q)`, so minimising either over :math:`q` is the
+    same. ``reduction="mean"`` averages over examples: PyTorch's ``kl_div(log_q, y,
+    reduction="batchmean")``.
+
+    Args:
+      logits: the model's unnormalised log-probabilities :math:`x`, ``[..., C]``.
+      targets: the reference probabilities :math:`y`, same shape.
+      axis: the class axis.
+      where: boolean, broadcastable to ``logits``: classes to include (targets elsewhere are
+        ignored).
+      reduction: ``"none"``, ``"mean"`` over examples, or ``"sum"``.
+
+    Returns:
+      Per-example divergences (float32 or wider), or a scalar.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxloss
+      >>> y = jnp.array([0.5, 0.5, 0.0])
+      >>> print(f"{jaxloss.kl_divergence(jnp.log(jnp.array([0.25, 0.25, 0.5])), y):.4f}")
+      0.6931
+    """
+    n, log_q, axis = _log_probs(logits, axis, where)
+    targets = _checks.check_float(targets, "targets")
+    _checks.check_same_shape(log_q, targets, "logits", "targets")
+    y = targets.astype(log_q.dtype)
+    if n.include is not None:
+        y = jnp.where(n.include, y, 0)
+    return _per_example(_plogp_ratio(y, jnp.log(jnp.where(y > 0, y, 1)), log_q), n, axis, reduction)
+
+
+def js_divergence(
+    logits_p: Any,
+    logits_q: Any,
+    *,
+    axis: int = -1,
+    where: Any = None,
+    reduction: Reduction = "none",
+) -> jax.Array:
+    r"""Jensen–Shannon divergence between ``softmax(logits_p)`` and ``softmax(logits_q)``.
+
+    .. math::
+        \mathrm{JS}(p, q) = \tfrac12 D_{\mathrm{KL}}(p\,\|\,m) + \tfrac12 D_{\mathrm{KL}}(q\,\|\,m),
+        \qquad m = \tfrac12 (p + q)
+
+    Symmetric, zero iff :math:`p = q`, and at most :math:`\log 2`.
+
+    Args:
+      logits_p: unnormalised log-probabilities of :math:`p`, ``[..., C]``.
+      logits_q: unnormalised log-probabilities of :math:`q`, same shape.
+      axis: the class axis.
+      where: boolean, broadcastable to the logits: classes to include.
+      reduction: ``"none"``, ``"mean"`` over examples, or ``"sum"``.
+
+    Returns:
+      Per-example divergences (float32 or wider), or a scalar.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxloss
+      >>> p = jnp.log(jnp.array([1.0, 0.0]))
+      >>> q = jnp.log(jnp.array([0.0, 1.0]))
+      >>> print(f"{jaxloss.js_divergence(p, q):.4f}")
+      0.6931
+    """
+    n, log_p, axis = _log_probs(logits_p, axis, where, "logits_p")
+    _, log_q, _ = _log_probs(logits_q, axis, where, "logits_q")
+    _checks.check_same_shape(log_p, log_q, "logits_p", "logits_q")
+    p, q = jnp.exp(log_p), jnp.exp(log_q)
+    # Where both are 0, log m would be -inf - log 2 with a NaN derivative; nothing uses it there.
+    either = (p > 0) | (q > 0)
+    log_m = jnp.logaddexp(jnp.where(either, log_p, 0), jnp.where(either, log_q, 0)) - jnp.log(2.0)
+    values = 0.5 * (_plogp_ratio(p, log_p, log_m) + _plogp_ratio(q, log_q, log_m))
+    return _per_example(values, n, axis, reduction)
