@@ -1,6 +1,6 @@
 """jaxloss: pure, jittable, exact loss functions for JAX."""
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from jaxloss._classification import binary_cross_entropy as binary_cross_entropy
 from jaxloss._classification import nll_loss as nll_loss
@@ -18,6 +18,6 @@ from jaxloss._divergence import kl_divergence as kl_divergence
 from jaxloss._reduction import mean as mean
 
 try:
-    __version__ = version("jaxloss")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _metadata.version("jaxloss")
+except _metadata.PackageNotFoundError:  # a source tree that was not installed
     __version__ = "0.0.0"

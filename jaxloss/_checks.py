@@ -51,9 +51,7 @@ def check_broadcastable(mask: Any, shape: tuple[int, ...], name: str, to: str) -
             f"{name} of shape {mask.shape} cannot be broadcast to {to}.shape={shape}"
         ) from None
     if np.broadcast_shapes(mask.shape, shape) != tuple(shape):
-        raise ValueError(
-            f"{name} of shape {mask.shape} cannot be broadcast to {to}.shape={shape}"
-        )
+        raise ValueError(f"{name} of shape {mask.shape} cannot be broadcast to {to}.shape={shape}")
     return jnp.broadcast_to(mask, shape)
 
 

@@ -236,7 +236,9 @@ def _safe_pow(base: jax.Array, exponent: Any) -> jax.Array:
     # base**γ with base in [0, 1]: at base = 0 the derivative γ·base^(γ-1) can be inf·0 = NaN,
     # so take the power of a safe base and put back 0**γ (1 for γ = 0, else 0) by hand.
     positive = base > 0
-    return jnp.where(positive, jnp.where(positive, base, 1) ** exponent, jnp.where(exponent == 0, 1.0, 0.0))
+    return jnp.where(
+        positive, jnp.where(positive, base, 1) ** exponent, jnp.where(exponent == 0, 1.0, 0.0)
+    )
 
 
 def softmax_focal_loss(
@@ -282,7 +284,9 @@ def softmax_focal_loss(
     References:
       Lin et al., *Focal Loss for Dense Object Detection*, ICCV 2017.
     """
-    log_py, lab, has, axis = _label_log_prob(logits, labels, axis, where, ignore_index, class_weights)
+    log_py, lab, has, axis = _label_log_prob(
+        logits, labels, axis, where, ignore_index, class_weights
+    )
     loss = -lab.weight * _safe_pow(-jnp.expm1(log_py), gamma) * log_py
     loss, weight = finish(loss, lab, has, axis)
     return reduce(loss, reduction, weight)
@@ -330,7 +334,9 @@ def poly1_cross_entropy(
       Leng et al., *PolyLoss: A Polynomial Expansion Perspective of Classification Loss
       Functions*, ICLR 2022.
     """
-    log_py, lab, has, axis = _label_log_prob(logits, labels, axis, where, ignore_index, class_weights)
+    log_py, lab, has, axis = _label_log_prob(
+        logits, labels, axis, where, ignore_index, class_weights
+    )
     loss = lab.weight * (-log_py - epsilon * jnp.expm1(log_py))
     loss, weight = finish(loss, lab, has, axis)
     return reduce(loss, reduction, weight)
@@ -405,9 +411,7 @@ def sigmoid_binary_cross_entropy(
     return _elementwise(loss, where, reduction)
 
 
-def binary_cross_entropy(
-    probs: Any, targets: Any, *, reduction: Reduction = "none"
-) -> jax.Array:
+def binary_cross_entropy(probs: Any, targets: Any, *, reduction: Reduction = "none") -> jax.Array:
     r"""Elementwise binary cross-entropy of probabilities, each log clamped at -100.
 
     .. math::

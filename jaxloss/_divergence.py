@@ -12,7 +12,9 @@ from jaxloss._reduction import Reduction, reduce
 from jaxloss._softmax import Normalized, normalize
 
 
-def _log_probs(logits: Any, axis: int, where: Any, name: str = "logits") -> tuple[Normalized, jax.Array, int]:
+def _log_probs(
+    logits: Any, axis: int, where: Any, name: str = "logits"
+) -> tuple[Normalized, jax.Array, int]:
     logits = _checks.check_float(logits, name)
     axis = _checks.check_axis(axis, logits.ndim, name)
     n = normalize(logits, axis, where)

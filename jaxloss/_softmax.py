@@ -12,11 +12,11 @@ from jaxloss import _checks
 
 def compute_dtype(dtype: Any) -> Any:
     """float32 for half-precision inputs, the input's own dtype when wider."""
-    return jnp.promote_types(dtype, jnp.float32)
+    return jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else jnp.dtype(dtype)
 
 
 def is_static_zero(x: Any) -> bool:
-    """True for a Python 0: the term it scales can be skipped. Arrays always take the general path."""
+    """True for a Python 0, whose term can be skipped; arrays always take the general path."""
     return isinstance(x, (int, float)) and x == 0
 
 
@@ -104,5 +104,7 @@ def finish(
         keep = keep & has_class
         weight = jnp.where(has_class, weight, 0)
     loss = jnp.where(keep, loss, 0)
-    loss = jnp.where(lab.valid, loss, jnp.nan)  # an out-of-range label under jit: never a silent class
+    loss = jnp.where(
+        lab.valid, loss, jnp.nan
+    )  # an out-of-range label under jit: never a silent class
     return jnp.squeeze(loss, axis), jnp.squeeze(weight, axis)
