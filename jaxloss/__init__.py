@@ -15,6 +15,13 @@ from jaxloss._classification import softmax_focal_loss as softmax_focal_loss
 from jaxloss._divergence import entropy as entropy
 from jaxloss._divergence import js_divergence as js_divergence
 from jaxloss._divergence import kl_divergence as kl_divergence
+from jaxloss._large_vocab import linear_softmax_cross_entropy as linear_softmax_cross_entropy
+from jaxloss._parallel import (
+    vocab_parallel_linear_softmax_cross_entropy as vocab_parallel_linear_softmax_cross_entropy,
+)
+from jaxloss._parallel import (
+    vocab_parallel_softmax_cross_entropy as vocab_parallel_softmax_cross_entropy,
+)
 from jaxloss._reduction import mean as mean
 
 try:

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 import jaxloss
-from jaxloss import _classification, _divergence, _reduction
+from jaxloss import _classification, _divergence, _large_vocab, _parallel, _reduction
 
 PUBLIC = sorted(n for n in dir(jaxloss) if not n.startswith("_") and callable(getattr(jaxloss, n)))
 
 
-@pytest.mark.parametrize("module", [_classification, _divergence, _reduction])
+@pytest.mark.parametrize(
+    "module", [_classification, _divergence, _reduction, _large_vocab, _parallel]
+)
 def test_doctests(module):
     np.set_printoptions(precision=4, suppress=True)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)

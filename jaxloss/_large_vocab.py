@@ -1,0 +1,300 @@
+"""Fused linear + softmax cross-entropy that never holds the [N, V] logits."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxloss import _checks
+from jaxloss._reduction import Reduction
+from jaxloss._softmax import compute_dtype, is_static_zero
+
+# Default chunk: about 2**21 logits (8 MiB in float32) per step of the scan.
+_CHUNK_ELEMENTS = 2**21
+
+
+class _Config(NamedTuple):
+    """Static options of one fused call (hashable, so custom_vjp can take it as nondiff)."""
+
+    chunk: int
+    vocab: int  # the full vocabulary, summed over shards
+    smoothing: bool
+    z_loss: bool
+    axis_name: Any  # mesh axis the vocabulary is split over, or None
+
+
+def _allmax(x, cfg):
+    return x if cfg.axis_name is None else jax.lax.pmax(x, cfg.axis_name)
+
+
+def _allsum(x, cfg):
+    return x if cfg.axis_name is None else jax.lax.psum(x, cfg.axis_name)
+
+
+def _chunk(h, w, y, eps, zeta, cfg):
+    """Loss of one chunk of tokens, and what its gradient needs."""
+    return chunk_loss(jnp.dot(h, w, preferred_element_type=eps.dtype), y, eps, zeta, cfg)
+
+
+def chunk_loss(logits, y, eps, zeta, cfg):
+    """Per-example loss of logits [n, V_local] (this shard's slice of the vocabulary) in the
+    compute dtype, with log-probabilities, the label mask and the log-normaliser."""
+    v_local = logits.shape[-1]
+    offset = 0 if cfg.axis_name is None else jax.lax.axis_index(cfg.axis_name) * v_local
+    # The shift cancels in the loss, so it carries no gradient (pmax has none either).
+    m = _allmax(jax.lax.stop_gradient(jnp.max(logits, -1, keepdims=True)), cfg)
+    shifted = logits - m
+    log_z = jnp.log(_allsum(jnp.sum(jnp.exp(shifted), -1, keepdims=True), cfg))
+    is_label = (
+        jnp.arange(v_local, dtype=y.dtype)[None, :] + jnp.asarray(offset, y.dtype) == y[:, None]
+    )  # no gather across shards
+    label = _allsum(jnp.sum(jnp.where(is_label, shifted, 0), -1, keepdims=True), cfg)
+    loss = log_z - label
+    if cfg.smoothing:
+        mean_shifted = _allsum(jnp.sum(shifted, -1, keepdims=True), cfg) / cfg.vocab
+        loss = (1 - eps) * loss + eps * (log_z - mean_shifted)
+    lse = log_z + m
+    if cfg.z_loss:
+        loss = loss + jnp.where(zeta != 0, zeta * lse * lse, 0)
+    return loss[:, 0], shifted - log_z, is_label, lse
+
+
+def _dlogits(log_p, is_label, lse, coef, eps, zeta, cfg):
+    """d loss / d logits, times the per-example coefficient."""
+    p = jnp.exp(log_p)
+    if cfg.z_loss:
+        p = p * (1 + 2 * zeta * lse)
+    target = jnp.where(is_label, 1 - eps, 0) + (eps / cfg.vocab if cfg.smoothing else 0)
+    return coef[:, None] * (p - target)
+
+
+def _scan(h, w, y, coef, eps, zeta, cfg, grads):
+    """Runs over chunks of tokens; returns the losses, and the gradients when asked."""
+    n, d = h.shape
+    c = cfg.chunk
+    steps = -(-n // c)
+    pad = steps * c - n
+    hc = jnp.pad(h, ((0, pad), (0, 0))).reshape(steps, c, d)
+    yc = jnp.pad(y, (0, pad)).reshape(steps, c)
+    cc = jnp.pad(coef, (0, pad)).reshape(steps, c)
+
+    def step(dw, xs):
+        h_i, y_i, c_i = xs
+        loss, log_p, is_label, lse = _chunk(h_i, w, y_i, eps, zeta, cfg)
+        if not grads:
+            return dw, (loss, None)
+        g = _dlogits(log_p, is_label, lse, c_i, eps, zeta, cfg).astype(w.dtype)
+        dh = jnp.dot(g, w.T, preferred_element_type=eps.dtype)
+        dw = dw + jnp.dot(h_i.T, g, preferred_element_type=eps.dtype)
+        return dw, (loss, dh)
+
+    dw0 = _varying(jnp.zeros(w.shape, eps.dtype), h, w, coef) if grads else None
+    dw, (loss, dh) = jax.lax.scan(step, dw0, (hc, yc, cc))
+    loss = loss.reshape(-1)[:n]
+    if not grads:
+        return loss, None, None
+    # Under shard_map these are per-device partial sums; the backward rules sum them over the
+    # mesh axes along which the inputs are replicated, after scaling by the cotangent.
+    return loss, dh.reshape(-1, d)[:n], dw
+
+
+def _vma(x):
+    """The shard_map mesh axes along which `x` varies (none outside shard_map)."""
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10; `vma` before
+    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
+def _varying(x, *like):
+    """Marks `x` as varying along every mesh axis that any of `like` varies along."""
+    axes = tuple(sorted(frozenset().union(*map(_vma, like)) - _vma(x), key=str))
+    return jax.lax.pcast(x, axes, to="varying") if axes else x
+
+
+def _sum_to(grad, primal):
+    """The cotangent of a value replicated along a mesh axis is the sum over that axis."""
+    axes = tuple(sorted(_vma(grad) - _vma(primal), key=str))
+    return jax.lax.psum(grad, axes) if axes else grad
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _weighted_total(h, w, y, coef, eps, zeta, cfg):
+    """sum(coef * loss): the gradients are computed in the forward pass (6·N·D·V flops)."""
+    loss, _, _ = _scan(h, w, y, coef, eps, zeta, cfg, grads=False)
+    return jnp.sum(coef * loss)
+
+
+def _weighted_total_fwd(h, w, y, coef, eps, zeta, cfg):
+    loss, dh, dw = _scan(h, w, y, coef, eps, zeta, cfg, grads=True)
+    return jnp.sum(coef * loss), (dh, dw, h, w, coef, eps, zeta)
+
+
+def _weighted_total_bwd(cfg, res, g):
+    dh, dw, h, w, coef, eps, zeta = res
+    return (
+        _sum_to(dh * g, h).astype(h.dtype),
+        _sum_to(dw * g, w).astype(w.dtype),
+        None,
+        jnp.zeros_like(coef),
+        jnp.zeros_like(eps),
+        jnp.zeros_like(zeta),
+    )
+
+
+_weighted_total.defvjp(_weighted_total_fwd, _weighted_total_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _per_example(h, w, y, keep, eps, zeta, cfg):
+    """keep * loss per example: an arbitrary cotangent per example, so the backward recomputes."""
+    loss, _, _ = _scan(h, w, y, keep, eps, zeta, cfg, grads=False)
+    return keep * loss
+
+
+def _per_example_fwd(h, w, y, keep, eps, zeta, cfg):
+    return _per_example(h, w, y, keep, eps, zeta, cfg), (h, w, y, keep, eps, zeta)
+
+
+def _per_example_bwd(cfg, res, g):
+    h, w, y, keep, eps, zeta = res
+    _, dh, dw = _scan(h, w, y, keep * g, eps, zeta, cfg, grads=True)
+    return (
+        _sum_to(dh, h).astype(h.dtype),
+        _sum_to(dw, w).astype(w.dtype),
+        None,
+        jnp.zeros_like(keep),
+        jnp.zeros_like(eps),
+        jnp.zeros_like(zeta),
+    )
+
+
+_per_example.defvjp(_per_example_fwd, _per_example_bwd)
+
+
+def fused_cross_entropy(
+    hidden,
+    weight,
+    labels,
+    ignore_index,
+    label_smoothing,
+    z_loss,
+    reduction,
+    chunk_size,
+    axis_name=None,
+    batch_axis_name=None,
+):
+    """Validation, flattening and reduction around the two custom-vjp kernels."""
+    hidden = _checks.check_float(hidden, "hidden")
+    weight = _checks.check_float(weight, "weight")
+    _checks.check_reduction(reduction)
+    _checks.check_unit_interval(label_smoothing, "label_smoothing")
+    if hidden.ndim < 1 or weight.ndim != 2 or weight.shape[0] != hidden.shape[-1]:
+        raise ValueError(
+            f"weight must be [D, V] with D = hidden.shape[-1]; got hidden.shape={hidden.shape} "
+            f"and weight.shape={weight.shape}"
+        )
+    if hidden.dtype != weight.dtype:
+        raise TypeError(
+            f"hidden.dtype={hidden.dtype} and weight.dtype={weight.dtype} differ; cast one of them"
+        )
+    acc = compute_dtype(hidden.dtype)
+    v_local = weight.shape[1]
+    shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+    vocab = v_local * shards
+    labels = _checks.check_labels(labels, hidden.shape, hidden.ndim - 1, "hidden")
+    _checks.check_label_range(labels, vocab, ignore_index)
+    if chunk_size is None:
+        chunk_size = max(8, _CHUNK_ELEMENTS // v_local // 8 * 8)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    h = hidden.reshape(-1, hidden.shape[-1])
+    y = labels.reshape(-1)
+    n = h.shape[0]
+    cfg = _Config(
+        min(chunk_size, max(n, 1)),
+        vocab,
+        not is_static_zero(label_smoothing),
+        not is_static_zero(z_loss),
+        axis_name,
+    )
+    keep = jnp.ones(n, bool) if ignore_index is None else y != ignore_index
+    valid = (y >= 0) & (y < vocab) | ~keep
+    y = jnp.where(keep, y, 0)
+    keep = keep.astype(acc)
+    eps = jnp.asarray(label_smoothing, acc)  # its dtype is the compute dtype throughout
+    zeta = jnp.asarray(z_loss, acc)
+    if reduction == "none":
+        loss = _per_example(h, weight, y, keep, eps, zeta, cfg)
+        return jnp.where(valid, loss, jnp.nan).reshape(labels.shape)
+    denom = batch_sum(jnp.sum(keep), batch_axis_name) if reduction == "mean" else jnp.ones((), acc)
+    coef = jnp.where(denom > 0, keep / jnp.where(denom > 0, denom, 1), 0)
+    total = batch_sum(_weighted_total(h, weight, y, coef, eps, zeta, cfg), batch_axis_name)
+    invalid = batch_sum(jnp.sum(~valid), batch_axis_name)  # an out-of-range label under jit
+    return jnp.where(invalid == 0, total, jnp.nan)
+
+
+def batch_sum(x, batch_axis_name):
+    """Sums over the data-parallel mesh axis, if there is one."""
+    return x if batch_axis_name is None else jax.lax.psum(x, batch_axis_name)
+
+
+def linear_softmax_cross_entropy(
+    hidden: Any,
+    weight: Any,
+    labels: Any,
+    *,
+    ignore_index: int | None = None,
+    label_smoothing: Any = 0.0,
+    z_loss: Any = 0.0,
+    reduction: Reduction = "none",
+    chunk_size: int | None = None,
+) -> jax.Array:
+    r"""Cross-entropy of ``softmax(hidden @ weight)`` against integer labels, fused.
+
+    .. math::
+        \ell_i = (1-\varepsilon)(-\log p_{i,y_i}) + \frac{\varepsilon}{V}\sum_c (-\log p_{i,c})
+                 + \zeta\, (\log Z_i)^2,
+        \qquad p_i = \operatorname{softmax}(h_i W),\ \log Z_i = \operatorname{logsumexp}(h_i W)
+
+    Equal in value and in gradients (with respect to ``hidden`` and ``weight``) to
+    ``softmax_cross_entropy_with_integer_labels(hidden @ weight, labels, ...)``, but the
+    ``[N, V]`` logits are never held: a scan over chunks of ``chunk_size`` tokens computes
+    each chunk's logits, loss and gradient and discards them. With ``reduction="mean"`` or
+    ``"sum"`` the gradients are computed during the forward pass (6·N·D·V flops in all, as for
+    the materialised version); with ``"none"`` the backward pass recomputes the logits. A call
+    that is not differentiated computes only the loss. Logits and sums are float32 (or wider),
+    whatever the inputs' dtype; gradients come back in the inputs' dtypes.
+
+    Args:
+      hidden: ``[..., D]`` final hidden states.
+      weight: ``[D, V]`` output projection (a flax ``Dense`` kernel; a tied embedding ``E`` of
+        shape ``[V, D]`` passes ``E.T``).
+      labels: integer labels, ``hidden.shape[:-1]``.
+      ignore_index: a label value whose tokens contribute 0 and no weight.
+      label_smoothing: :math:`\varepsilon \in [0, 1]`.
+      z_loss: :math:`\zeta \ge 0`, the weight of the squared log-normaliser.
+      reduction: ``"none"``, ``"sum"``, or ``"mean"`` over the non-ignored tokens (0 when there
+        are none).
+      chunk_size: tokens per step of the scan; by default about :math:`2^{21} / V`, which
+        keeps each chunk's logits near 8 MiB.
+
+    Returns:
+      Per-token losses of shape ``labels.shape`` (float32 or wider), or a scalar.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxloss
+      >>> h = jax.random.normal(jax.random.key(0), (6, 4))
+      >>> w = jax.random.normal(jax.random.key(1), (4, 10))
+      >>> y = jnp.array([1, 2, 3, 4, 5, 6])
+      >>> fused = jaxloss.linear_softmax_cross_entropy(h, w, y, reduction="mean", chunk_size=4)
+      >>> plain = jaxloss.softmax_cross_entropy_with_integer_labels(h @ w, y, reduction="mean")
+      >>> bool(jnp.allclose(fused, plain, rtol=1e-5))
+      True
+    """
+    return fused_cross_entropy(
+        hidden, weight, labels, ignore_index, label_smoothing, z_loss, reduction, chunk_size
+    )

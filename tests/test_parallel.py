@@ -1,0 +1,31 @@
+"""Runs the 8-device cases in their own process: the device count is fixed when jax starts."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_multidevice_cases_in_a_fresh_process():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    here = Path(__file__).parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            str(here / "multidevice_cases.py"),
+        ],
+        env=env,
+        cwd=here.parent,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
