@@ -16,7 +16,6 @@ from jaxloss._softmax import (
     is_static_zero,
     normalize,
     prepare_labels,
-    take,
 )
 
 
@@ -77,7 +76,7 @@ def softmax_cross_entropy(
     _checks.check_same_shape(logits, targets, "logits", "targets")
     _checks.check_unit_interval(label_smoothing, "label_smoothing")
     n = normalize(logits, axis, where)
-    t = targets.astype(n.shifted.dtype)
+    t = targets.astype(n.x.dtype)
     if not is_static_zero(label_smoothing):
         t = _smooth_targets(t, label_smoothing, n.include, class_count(n, axis))
     elif n.include is not None:
@@ -145,17 +144,19 @@ def softmax_cross_entropy_with_integer_labels(
     axis = _checks.check_axis(axis, logits.ndim)
     _checks.check_unit_interval(label_smoothing, "label_smoothing")
     n = normalize(logits, axis, where)
-    lab, w = prepare_labels(
-        labels, logits.shape, axis, "logits", ignore_index, class_weights, n.shifted.dtype
+    lab = prepare_labels(
+        labels, logits.shape, axis, "logits", ignore_index, class_weights, n.x.dtype
     )
-    nll = n.log_z - take(n.shifted, lab.index, axis)
+    nll = n.log_z - n.pick(lab.index, axis)
     loss = (1 - label_smoothing) * nll
     if not is_static_zero(z_loss):
         lse = n.log_z + n.shift
         # A huge log Z squares to inf; with z_loss = 0 that must stay 0, not 0·inf = NaN.
         loss = loss + jnp.where(z_loss != 0, z_loss * lse * lse, 0)
-    loss = lab.weight * loss if w is not None else loss
+    if class_weights is not None:
+        loss = lab.weight * loss
     if not is_static_zero(label_smoothing):
+        w = None if class_weights is None else jnp.asarray(class_weights).astype(n.x.dtype)
         loss = loss + _smoothing_term(n, w, label_smoothing, axis)
     loss, weight = finish(loss, lab, n.has_class, axis)
     return reduce(loss, reduction, weight)
@@ -164,9 +165,9 @@ def softmax_cross_entropy_with_integer_labels(
 def _smoothing_term(n: Any, w: jax.Array | None, label_smoothing: Any, axis: int) -> jax.Array:
     """ε/C · Σ_c w_c (-log p_c) in closed form, log Z·Σ_c w_c - Σ_c w_c·shifted_c, over the
     included classes (shifted logits are <= 0, so the two sums add without cancelling)."""
-    shape = [1] * n.shifted.ndim
-    shape[axis] = n.shifted.shape[axis]
-    cw = jnp.ones(shape, n.shifted.dtype) if w is None else w.reshape(shape)
+    shape = [1] * n.x.ndim
+    shape[axis] = n.x.shape[axis]
+    cw = jnp.ones(shape, n.x.dtype) if w is None else w.reshape(shape)
     if n.include is not None:
         cw = jnp.where(n.include, cw, 0)
     s = jnp.where(cw != 0, n.shifted, 0)  # an excluded class sits at -inf: keep 0·inf out
@@ -214,10 +215,9 @@ def nll_loss(
     log_probs = _checks.check_float(log_probs, "log_probs")
     axis = _checks.check_axis(axis, log_probs.ndim, "log_probs")
     x = log_probs.astype(compute_dtype(log_probs.dtype))
-    lab, _ = prepare_labels(
-        labels, x.shape, axis, "log_probs", ignore_index, class_weights, x.dtype
-    )
-    loss, weight = finish(-lab.weight * take(x, lab.index, axis), lab, None, axis)
+    lab = prepare_labels(labels, x.shape, axis, "log_probs", ignore_index, class_weights, x.dtype)
+    loss = _weighted(lab, -jnp.take_along_axis(x, lab.index, axis=axis))
+    loss, weight = finish(loss, lab, None, axis)
     return reduce(loss, reduction, weight)
 
 
@@ -226,10 +226,14 @@ def _label_log_prob(logits, labels, axis, where, ignore_index, class_weights):
     logits = _checks.check_float(logits, "logits")
     axis = _checks.check_axis(axis, logits.ndim)
     n = normalize(logits, axis, where)
-    lab, _ = prepare_labels(
-        labels, logits.shape, axis, "logits", ignore_index, class_weights, n.shifted.dtype
+    lab = prepare_labels(
+        labels, logits.shape, axis, "logits", ignore_index, class_weights, n.x.dtype
     )
-    return take(n.shifted, lab.index, axis) - n.log_z, lab, n.has_class, axis
+    return n.pick(lab.index, axis) - n.log_z, lab, n.has_class, axis
+
+
+def _weighted(lab, loss):
+    return loss if lab.weight is None else lab.weight * loss
 
 
 def _safe_pow(base: jax.Array, exponent: Any) -> jax.Array:
@@ -287,7 +291,7 @@ def softmax_focal_loss(
     log_py, lab, has, axis = _label_log_prob(
         logits, labels, axis, where, ignore_index, class_weights
     )
-    loss = -lab.weight * _safe_pow(-jnp.expm1(log_py), gamma) * log_py
+    loss = _weighted(lab, -_safe_pow(-jnp.expm1(log_py), gamma) * log_py)
     loss, weight = finish(loss, lab, has, axis)
     return reduce(loss, reduction, weight)
 
@@ -337,7 +341,7 @@ def poly1_cross_entropy(
     log_py, lab, has, axis = _label_log_prob(
         logits, labels, axis, where, ignore_index, class_weights
     )
-    loss = lab.weight * (-log_py - epsilon * jnp.expm1(log_py))
+    loss = _weighted(lab, -log_py - epsilon * jnp.expm1(log_py))
     loss, weight = finish(loss, lab, has, axis)
     return reduce(loss, reduction, weight)
 

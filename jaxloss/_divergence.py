@@ -18,7 +18,7 @@ def _log_probs(
     logits = _checks.check_float(logits, name)
     axis = _checks.check_axis(axis, logits.ndim, name)
     n = normalize(logits, axis, where)
-    return n, n.shifted - n.log_z, axis
+    return n, n.log_probs(), axis
 
 
 def _plogp_ratio(p: jax.Array, log_p: jax.Array, log_q: jax.Array) -> jax.Array:

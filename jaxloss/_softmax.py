@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -21,15 +22,28 @@ def is_static_zero(x: Any) -> bool:
 
 
 class Normalized(NamedTuple):
-    shifted: jax.Array  # logits - max, in the compute dtype; excluded classes at -inf
-    log_z: jax.Array  # log sum exp(shifted), keepdims; 0 on examples with no class
-    shift: jax.Array  # the max that was subtracted (no gradient), keepdims
+    """log_softmax(logits) = x - shift - log_z, kept in parts so no [N, C] array is shared."""
+
+    x: jax.Array  # logits in the compute dtype; excluded classes at -inf
+    shift: jax.Array  # the row max (no gradient), keepdims; 0 for a row that is all -inf
+    log_z: jax.Array  # log sum exp(x - shift), keepdims; 0 for a row that is all -inf
     include: jax.Array | None  # broadcast `where`, or None when every class is included
     has_class: jax.Array | None  # per example (keepdims): at least one class included
 
+    @property
+    def shifted(self) -> jax.Array:
+        return self.x - self.shift
+
+    def log_probs(self) -> jax.Array:
+        return self.x - self.shift - self.log_z
+
+    def pick(self, index: jax.Array, axis: int) -> jax.Array:
+        """Shifted logit of each example's label (keepdims)."""
+        return jnp.take_along_axis(self.x, index, axis=axis) - self.shift
+
 
 def normalize(logits: jax.Array, axis: int, where: Any) -> Normalized:
-    """log_softmax(logits) = shifted - log_z, with `where` excluding classes."""
+    """log_softmax in parts, with `where` excluding classes."""
     x = logits.astype(compute_dtype(logits.dtype))
     include = has_class = None
     if where is not None:
@@ -40,11 +54,29 @@ def normalize(logits: jax.Array, axis: int, where: Any) -> Normalized:
     # The shift cancels in every loss, so it carries no gradient; a row that is all -inf
     # (nothing included) is shifted by 0 rather than by -inf, which would give NaN.
     shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
-    shifted = x - shift
-    z = jnp.sum(jnp.exp(shifted), axis, keepdims=True)
-    if has_class is not None:
-        z = jnp.where(has_class, z, 1)  # log(0) would put -inf into the gradient
-    return Normalized(shifted, jnp.log(z), shift, include, has_class)
+    return Normalized(x, shift, log_sum_exp(x, shift, axis), include, has_class)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def log_sum_exp(x: jax.Array, shift: jax.Array, axis: int) -> jax.Array:
+    """log Σ exp(x - shift) along `axis` (keepdims); 0 for a row that is all -inf.
+
+    Its derivative, softmax · (dx - dshift), recomputes the probabilities from `x` instead of
+    keeping exp(x - shift) from the forward pass: under `jit`, XLA then fuses the whole
+    gradient into one pass over the logits rather than writing and re-reading an [N, C] array
+    of exponentials.
+    """
+    z = jnp.sum(jnp.exp(x - shift), axis, keepdims=True)
+    return jnp.log(jnp.where(z > 0, z, 1))  # log 0 would put -inf into the gradient
+
+
+@log_sum_exp.defjvp
+def _log_sum_exp_jvp(axis, primals, tangents):
+    x, shift = primals
+    dx, dshift = tangents
+    log_z = log_sum_exp(x, shift, axis)
+    p = jnp.exp(x - shift - log_z)
+    return log_z, jnp.sum(p * dx, axis, keepdims=True) - jnp.sum(p, axis, keepdims=True) * dshift
 
 
 def class_count(n: Normalized, axis: int) -> jax.Array | int:
@@ -56,8 +88,8 @@ def class_count(n: Normalized, axis: int) -> jax.Array | int:
 
 class Labels(NamedTuple):
     index: jax.Array  # labels clipped into [0, C), keepdims along the class axis
-    weight: jax.Array  # class weight of the label, 0 where ignored (the "mean" denominator)
-    keep: jax.Array  # not ignored
+    weight: jax.Array | None  # class weight of the label, 0 where ignored; None: all 1
+    keep: jax.Array | None  # not ignored; None: nothing is ignored
     valid: jax.Array  # in range or ignored; other examples get a NaN loss
 
 
@@ -69,42 +101,42 @@ def prepare_labels(
     ignore_index: int | None,
     class_weights: Any,
     dtype: Any,
-) -> tuple[Labels, jax.Array | None]:
+) -> Labels:
+    # Trivial weights and masks stay None: constant [N] arrays would only cost compile time.
     labels = _checks.check_labels(labels, shape, axis, name)
     num_classes = shape[axis]
     if ignore_index is not None and not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
     _checks.check_label_range(labels, num_classes, ignore_index)
     labels = jnp.expand_dims(labels, axis)
-    in_range = (labels >= 0) & (labels < num_classes)
-    keep = jnp.ones_like(in_range) if ignore_index is None else labels != ignore_index
     index = jnp.clip(labels, 0, num_classes - 1)
-    w = None
-    if class_weights is None:
-        weight = keep.astype(dtype)
-    else:
-        w = _checks.check_class_weights(class_weights, num_classes, dtype)
-        weight = jnp.where(keep, w[index], 0)
-    return Labels(index, weight, keep, in_range | ~keep), w
-
-
-def take(x: jax.Array, index: jax.Array, axis: int) -> jax.Array:
-    return jnp.take_along_axis(x, index, axis=axis)
+    valid = (labels >= 0) & (labels < num_classes)
+    keep = None
+    if ignore_index is not None:
+        keep = labels != ignore_index
+        valid = valid | ~keep
+    weight = None if keep is None else keep.astype(dtype)
+    if class_weights is not None:
+        w = _checks.check_class_weights(class_weights, num_classes, dtype)[index]
+        weight = w if keep is None else jnp.where(keep, w, 0)
+    return Labels(index, weight, keep, valid)
 
 
 def finish(
     loss: jax.Array, lab: Labels, has_class: jax.Array | None, axis: int
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[jax.Array, jax.Array | None]:
     """Zeroes ignored examples and those with no class, marks invalid labels NaN, drops the axis.
 
-    Returns the per-example loss and the per-example weight that "mean" divides by.
+    Returns the per-example loss and the per-example weight that "mean" divides by (None when
+    every example counts once).
     """
     keep, weight = lab.keep, lab.weight
     if has_class is not None:
-        keep = keep & has_class
-        weight = jnp.where(has_class, weight, 0)
-    loss = jnp.where(keep, loss, 0)
+        keep = has_class if keep is None else keep & has_class
+        weight = has_class.astype(loss.dtype) if weight is None else jnp.where(has_class, weight, 0)
+    if keep is not None:
+        loss = jnp.where(keep, loss, 0)
     loss = jnp.where(
         lab.valid, loss, jnp.nan
     )  # an out-of-range label under jit: never a silent class
-    return jnp.squeeze(loss, axis), jnp.squeeze(weight, axis)
+    return jnp.squeeze(loss, axis), None if weight is None else jnp.squeeze(weight, axis)
