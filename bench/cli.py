@@ -1,0 +1,100 @@
+"""Command line of ``python -m bench``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from bench import report
+from bench.config import PRESETS
+
+DESCRIPTION = """\
+What each jaxloss loss does on real data, and what it costs. Prints Markdown tables and writes
+JSON results and PNG plots to --out. Run from the repository root.
+
+quality: one small MLP (optax Adam, jit-compiled step, fixed seeds) trained on scikit-learn's
+  digits (fixed stratified 75/25 split) with six pairings: softmax + CE, log-softmax + NLL
+  (must equal the first), sigmoid + one-vs-all BCE, sigmoid + squared error, CE with label
+  smoothing 0.1, softmax focal loss (gamma 2). Reports test accuracy, test NLL (sigmoid
+  outputs renormalised to sum to one), top-label ECE (15 bins), epochs to 95%% test accuracy,
+  the share of test digits with two or more sigmoid outputs above 0.5, and the output-layer
+  gradient norm in the first epoch; then a multi-label task (even, > 4, prime, closed loop)
+  with sigmoid BCE with and without pos_weight vs softmax over the 16 combinations
+  (per-attribute F1, subset accuracy). Files: quality.json, quality.md, learning_curves.png,
+  reliability.png, grad_norms.png.
+
+speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs a copy of
+  the logits, forward and forward + backward under jit, float32 and bfloat16; soft-target
+  cross-entropy vs optax; fused linear + CE vs the materialised logits (time and compiled
+  temporary memory). Medians of interleaved repetitions. Files: speed.json, speed.md,
+  ce_time_vs_vocab.png.
+
+sizes: the quick default takes about two minutes on 2 CPU cores (speed: N x V up to
+  2048 x 32768; fused N=2048, D=256, V=8192; quality: 30 epochs, one seed). --full trains
+  100 epochs over 3 seeds and times (8192, 1000), (2048, 32768), (512, 131072),
+  (4096, 32768) and the fused N=8192, D=256, V=32768: about 10 minutes and 5 GB of memory.
+
+timings: XLA:CPU and PyTorch use every core they see; run on an otherwise idle machine.
+  JSON records XLA_FLAGS and GLIBC_TUNABLES, which change timings: by default glibc maps
+  each fresh buffer over 32 MiB anew, so a large output pays first-touch page faults.
+"""
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="longer training, the large grid")
+    size.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a few-second smoke run (tests use it; numbers are meaningless)",
+    )
+    parser.add_argument("--only", choices=("quality", "speed"), help="run one part only")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/results"),
+        help="results folder (default: %(default)s)",
+    )
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out of the timings")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    config = PRESETS["full" if args.full else "tiny" if args.tiny else "quick"]
+    if args.no_torch:
+        config = dataclasses.replace(config, speed=dataclasses.replace(config.speed, torch=False))
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = report.environment()
+    env["preset"] = config.name
+    env["command"] = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
+    print(f"# jaxloss benchmark ({config.name})\n\n{report.machine_line(env)}\n", flush=True)
+    for part in ("quality", "speed"):
+        if args.only in (None, part):
+            _run_part(part, config, args, env)
+    print(f"JSON, Markdown and PNG files are in {args.out}/")
+    return 0
+
+
+def _run_part(part: str, config, args: argparse.Namespace, env: dict) -> None:
+    from bench import quality, speed  # imported here so --help stays fast
+
+    module, cfg = (quality, config.quality) if part == "quality" else (speed, config.speed)
+    start = time.perf_counter()
+    results = module.run(cfg, args.out, env, progress=not args.no_progress)
+    results["wall_time_s"] = time.perf_counter() - start
+    text = f"## {part}\n\n" + "\n\n".join(results["tables"].values())
+    text += f"\n\n{results['notes']}\n\n{report.machine_line(env)}; {part} took "
+    text += f"{results['wall_time_s']:.1f} s.\n"
+    print(text, flush=True)
+    (args.out / f"{part}.md").write_text(text)
+    report.write_json(args.out / f"{part}.json", results)

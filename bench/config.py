@@ -1,0 +1,68 @@
+"""The three run sizes: ``tiny`` (smoke test), ``quick`` (the default) and ``full``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    epochs: int = 30
+    seeds: tuple[int, ...] = (0,)
+    hidden: tuple[int, ...] = (64, 64)
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    test_fraction: float = 0.25
+    split_seed: int = 0
+    ece_bins: int = 15
+    target_accuracy: float = 0.95
+    label_smoothing: float = 0.1
+    focal_gamma: float = 2.0
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    # (N, V) shapes of the integer-label cross-entropy grid, each in every dtype of `dtypes`.
+    ce_shapes: tuple[tuple[int, int], ...] = ((2048, 1024), (2048, 8192), (2048, 32768))
+    dtypes: tuple[str, ...] = ("float32", "bfloat16")
+    # (N, V) shapes for soft-target cross-entropy (float32).
+    soft_shapes: tuple[tuple[int, int], ...] = ((2048, 8192),)
+    # (N, D, V) of the fused linear + cross-entropy comparison (float32).
+    fused: tuple[int, int, int] = (2048, 256, 8192)
+    repeats: int = 7
+    fused_repeats: int = 5
+    torch: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+
+
+PRESETS = {
+    "tiny": Config(
+        "tiny",
+        QualityConfig(epochs=2, hidden=(32,)),
+        SpeedConfig(
+            ce_shapes=((128, 512),),
+            soft_shapes=((128, 512),),
+            fused=(64, 16, 256),
+            repeats=2,
+            fused_repeats=2,
+        ),
+    ),
+    "quick": Config("quick"),
+    "full": Config(
+        "full",
+        QualityConfig(epochs=100, seeds=(0, 1, 2)),
+        SpeedConfig(
+            ce_shapes=((8192, 1000), (2048, 32768), (512, 131072), (4096, 32768)),
+            soft_shapes=((8192, 1000), (2048, 32768), (512, 131072)),
+            fused=(8192, 256, 32768),
+            repeats=11,
+            fused_repeats=3,
+        ),
+    ),
+}
