@@ -53,13 +53,25 @@ def chunk_loss(logits, y, eps, zeta, cfg):
     )  # no gather across shards
     label = _allsum(jnp.sum(jnp.where(is_label, shifted, 0), -1, keepdims=True), cfg)
     loss = log_z - label
+    d_eps = d_zeta = jnp.zeros_like(loss)  # d loss / d eps and d loss / d zeta
     if cfg.smoothing:
         mean_shifted = _allsum(jnp.sum(shifted, -1, keepdims=True), cfg) / cfg.vocab
-        loss = (1 - eps) * loss + eps * (log_z - mean_shifted)
+        d_eps = label - mean_shifted
+        loss = loss + eps * d_eps
     lse = log_z + m
     if cfg.z_loss:
-        loss = loss + jnp.where(zeta != 0, zeta * lse * lse, 0)
-    return loss[:, 0], shifted - log_z, is_label, lse
+        d_zeta = lse * lse
+        loss = loss + jnp.where(zeta != 0, zeta * d_zeta, 0)  # zeta = 0 with an infinite lse
+    return _Parts(loss[:, 0], shifted - log_z, is_label, lse, d_eps[:, 0], d_zeta[:, 0])
+
+
+class _Parts(NamedTuple):
+    loss: jax.Array  # [n]
+    log_p: jax.Array  # [n, V_local]
+    is_label: jax.Array  # [n, V_local]
+    lse: jax.Array  # [n, 1]
+    d_eps: jax.Array  # [n], derivative of the loss with respect to label_smoothing
+    d_zeta: jax.Array  # [n], derivative of the loss with respect to z_loss
 
 
 def _dlogits(log_p, is_label, lse, coef, eps, zeta, cfg):
@@ -83,22 +95,23 @@ def _scan(h, w, y, coef, eps, zeta, cfg, grads):
 
     def step(dw, xs):
         h_i, y_i, c_i = xs
-        loss, log_p, is_label, lse = _chunk(h_i, w, y_i, eps, zeta, cfg)
+        p = _chunk(h_i, w, y_i, eps, zeta, cfg)
         if not grads:
-            return dw, (loss, None)
-        g = _dlogits(log_p, is_label, lse, c_i, eps, zeta, cfg).astype(w.dtype)
+            return dw, (p.loss, None, None)
+        g = _dlogits(p.log_p, p.is_label, p.lse, c_i, eps, zeta, cfg).astype(w.dtype)
         dh = jnp.dot(g, w.T, preferred_element_type=eps.dtype)
         dw = dw + jnp.dot(h_i.T, g, preferred_element_type=eps.dtype)
-        return dw, (loss, dh)
+        return dw, (p.loss, dh, jnp.stack([c_i @ p.d_eps, c_i @ p.d_zeta]))
 
     dw0 = _varying(jnp.zeros(w.shape, eps.dtype), h, w, coef) if grads else None
-    dw, (loss, dh) = jax.lax.scan(step, dw0, (hc, yc, cc))
+    dw, (loss, dh, d_opts) = jax.lax.scan(step, dw0, (hc, yc, cc))
     loss = loss.reshape(-1)[:n]
     if not grads:
-        return loss, None, None
+        return loss, None
     # Under shard_map these are per-device partial sums; the backward rules sum them over the
     # mesh axes along which the inputs are replicated, after scaling by the cotangent.
-    return loss, dh.reshape(-1, d)[:n], dw
+    d_eps, d_zeta = jnp.sum(d_opts, 0)
+    return loss, (dh.reshape(-1, d)[:n], dw, d_eps, d_zeta)
 
 
 def _vma(x):
@@ -123,24 +136,30 @@ def _sum_to(grad, primal):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
 def _weighted_total(h, w, y, coef, eps, zeta, cfg):
     """sum(coef * loss): the gradients are computed in the forward pass (6·N·D·V flops)."""
-    loss, _, _ = _scan(h, w, y, coef, eps, zeta, cfg, grads=False)
+    loss, _ = _scan(h, w, y, coef, eps, zeta, cfg, grads=False)
     return jnp.sum(coef * loss)
 
 
 def _weighted_total_fwd(h, w, y, coef, eps, zeta, cfg):
-    loss, dh, dw = _scan(h, w, y, coef, eps, zeta, cfg, grads=True)
-    return jnp.sum(coef * loss), (dh, dw, h, w, coef, eps, zeta)
+    loss, grads = _scan(h, w, y, coef, eps, zeta, cfg, grads=True)
+    return jnp.sum(coef * loss), (grads, h, w, coef, eps, zeta)
 
 
 def _weighted_total_bwd(cfg, res, g):
-    dh, dw, h, w, coef, eps, zeta = res
+    (dh, dw, d_eps, d_zeta), h, w, coef, eps, zeta = res
+    return _cotangents((dh * g, dw * g, d_eps * g, d_zeta * g), h, w, coef, eps, zeta)
+
+
+def _cotangents(grads, h, w, coef, eps, zeta):
+    """Gradients summed over the mesh axes their inputs are replicated on, in their dtypes."""
+    dh, dw, d_eps, d_zeta = grads
     return (
-        _sum_to(dh * g, h).astype(h.dtype),
-        _sum_to(dw * g, w).astype(w.dtype),
-        None,
-        jnp.zeros_like(coef),
-        jnp.zeros_like(eps),
-        jnp.zeros_like(zeta),
+        _sum_to(dh, h).astype(h.dtype),
+        _sum_to(dw, w).astype(w.dtype),
+        None,  # integer labels
+        jnp.zeros_like(coef),  # example weights: fixed by the labels, not learned
+        _sum_to(d_eps, eps),
+        _sum_to(d_zeta, zeta),
     )
 
 
@@ -150,7 +169,7 @@ _weighted_total.defvjp(_weighted_total_fwd, _weighted_total_bwd)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
 def _per_example(h, w, y, keep, eps, zeta, cfg):
     """keep * loss per example: an arbitrary cotangent per example, so the backward recomputes."""
-    loss, _, _ = _scan(h, w, y, keep, eps, zeta, cfg, grads=False)
+    loss, _ = _scan(h, w, y, keep, eps, zeta, cfg, grads=False)
     return keep * loss
 
 
@@ -160,15 +179,8 @@ def _per_example_fwd(h, w, y, keep, eps, zeta, cfg):
 
 def _per_example_bwd(cfg, res, g):
     h, w, y, keep, eps, zeta = res
-    _, dh, dw = _scan(h, w, y, keep * g, eps, zeta, cfg, grads=True)
-    return (
-        _sum_to(dh, h).astype(h.dtype),
-        _sum_to(dw, w).astype(w.dtype),
-        None,
-        jnp.zeros_like(keep),
-        jnp.zeros_like(eps),
-        jnp.zeros_like(zeta),
-    )
+    _, grads = _scan(h, w, y, keep * g, eps, zeta, cfg, grads=True)
+    return _cotangents(grads, h, w, keep, eps, zeta)
 
 
 _per_example.defvjp(_per_example_fwd, _per_example_bwd)
@@ -266,7 +278,9 @@ def linear_softmax_cross_entropy(
     ``"sum"`` the gradients are computed during the forward pass (6·N·D·V flops in all, as for
     the materialised version); with ``"none"`` the backward pass recomputes the logits. A call
     that is not differentiated computes only the loss. Logits and sums are float32 (or wider),
-    whatever the inputs' dtype; gradients come back in the inputs' dtypes.
+    whatever the inputs' dtype; gradients come back in the inputs' dtypes. Being a
+    ``custom_vjp``, it supports reverse-mode differentiation (``grad``, ``vjp``, and
+    reverse-over-reverse) but not ``jvp``/``jacfwd``.
 
     Args:
       hidden: ``[..., D]`` final hidden states.

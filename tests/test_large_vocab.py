@@ -149,3 +149,19 @@ def test_flops_forward_only_and_gradients_in_forward():
 
     assert 1.9 < _flops(loss("mean"), h, w) / ndv < 2.5
     assert 5.9 < _flops(jax.value_and_grad(loss("mean"), argnums=(0, 1)), h, w) / ndv < 6.5
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_gradients_with_respect_to_smoothing_and_z_loss(reduction):
+    h, w, y = _problem((13,), 6, 21)
+    cot = jnp.arange(13.0, dtype=jnp.float32) / 13 if reduction == "none" else 1.0
+
+    def total(f):
+        return lambda eps, z: jnp.sum(f(eps, z) * cot)
+
+    fused = total(
+        lambda e, z: FUSED(h, w, y, label_smoothing=e, z_loss=z, reduction=reduction, chunk_size=4)
+    )
+    plain = total(lambda e, z: CE_INT(h @ w, y, label_smoothing=e, z_loss=z, reduction=reduction))
+    args = (jnp.float32(0.1), jnp.float32(0.01))
+    _assert_close(jax.grad(fused, (0, 1))(*args), jax.grad(plain, (0, 1))(*args), 2e-6)
