@@ -76,12 +76,15 @@ def softmax_cross_entropy(
     _checks.check_same_shape(logits, targets, "logits", "targets")
     _checks.check_unit_interval(label_smoothing, "label_smoothing")
     n = normalize(logits, axis, where)
-    t = targets.astype(n.x.dtype)
+    t = targets.astype(n.dtype)
     if not is_static_zero(label_smoothing):
         t = _smooth_targets(t, label_smoothing, n.include, class_count(n, axis))
     elif n.include is not None:
         t = jnp.where(n.include, t, 0)
-    loss = jnp.sum(_xlogy_term(t, n.log_z - n.shifted), axis)
+    # Σ_c t_c (log Z - s_c) = log Z·Σ_c t_c - Σ_c t_c s_c: both terms are >= 0 (s_c <= 0), and
+    # log Z enters once per example. A -inf logit with no target mass must not give 0·inf.
+    tx = t * jnp.where(t > 0, n.shifted, 0)
+    loss = jnp.squeeze(n.log_z, axis) * jnp.sum(t, axis) - jnp.sum(tx, axis)
     if n.has_class is None:
         return reduce(loss, reduction)
     has = jnp.squeeze(n.has_class, axis)
@@ -105,7 +108,8 @@ def softmax_cross_entropy_with_integer_labels(
     .. math::
         \ell = w_y \big[(1-\varepsilon)(-\log p_y) + \zeta \,(\log Z)^2\big]
               + \frac{\varepsilon}{C} \sum_c w_c (-\log p_c),
-        \qquad p = \operatorname{softmax}(x),\ \log Z = \operatorname{logsumexp}(x)
+
+        p = \operatorname{softmax}(x),\ \log Z = \operatorname{logsumexp}(x)
 
     The smoothing and class-weight terms are PyTorch's ``cross_entropy`` exactly; the
     z-loss :math:`\zeta (\log Z)^2` is PaLM's, weighted like the example.
@@ -144,9 +148,7 @@ def softmax_cross_entropy_with_integer_labels(
     axis = _checks.check_axis(axis, logits.ndim)
     _checks.check_unit_interval(label_smoothing, "label_smoothing")
     n = normalize(logits, axis, where)
-    lab = prepare_labels(
-        labels, logits.shape, axis, "logits", ignore_index, class_weights, n.x.dtype
-    )
+    lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, n.dtype)
     nll = n.log_z - n.pick(lab.index, axis)
     loss = (1 - label_smoothing) * nll
     if not is_static_zero(z_loss):
@@ -156,7 +158,7 @@ def softmax_cross_entropy_with_integer_labels(
     if class_weights is not None:
         loss = lab.weight * loss
     if not is_static_zero(label_smoothing):
-        w = None if class_weights is None else jnp.asarray(class_weights).astype(n.x.dtype)
+        w = None if class_weights is None else jnp.asarray(class_weights).astype(n.dtype)
         loss = loss + _smoothing_term(n, w, label_smoothing, axis)
     loss, weight = finish(loss, lab, n.has_class, axis)
     return reduce(loss, reduction, weight)
@@ -167,7 +169,7 @@ def _smoothing_term(n: Any, w: jax.Array | None, label_smoothing: Any, axis: int
     included classes (shifted logits are <= 0, so the two sums add without cancelling)."""
     shape = [1] * n.x.ndim
     shape[axis] = n.x.shape[axis]
-    cw = jnp.ones(shape, n.x.dtype) if w is None else w.reshape(shape)
+    cw = jnp.ones(shape, n.dtype) if w is None else w.reshape(shape)
     if n.include is not None:
         cw = jnp.where(n.include, cw, 0)
     s = jnp.where(cw != 0, n.shifted, 0)  # an excluded class sits at -inf: keep 0·inf out
@@ -226,9 +228,7 @@ def _label_log_prob(logits, labels, axis, where, ignore_index, class_weights):
     logits = _checks.check_float(logits, "logits")
     axis = _checks.check_axis(axis, logits.ndim)
     n = normalize(logits, axis, where)
-    lab = prepare_labels(
-        labels, logits.shape, axis, "logits", ignore_index, class_weights, n.x.dtype
-    )
+    lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, n.dtype)
     return n.pick(lab.index, axis) - n.log_z, lab, n.has_class, axis
 
 

@@ -269,7 +269,8 @@ def linear_softmax_cross_entropy(
     .. math::
         \ell_i = (1-\varepsilon)(-\log p_{i,y_i}) + \frac{\varepsilon}{V}\sum_c (-\log p_{i,c})
                  + \zeta\, (\log Z_i)^2,
-        \qquad p_i = \operatorname{softmax}(h_i W),\ \log Z_i = \operatorname{logsumexp}(h_i W)
+
+        p_i = \operatorname{softmax}(h_i W),\ \log Z_i = \operatorname{logsumexp}(h_i W)
 
     Equal in value and in gradients (with respect to ``hidden`` and ``weight``) to
     ``softmax_cross_entropy_with_integer_labels(hidden @ weight, labels, ...)``, but the

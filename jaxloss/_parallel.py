@@ -37,7 +37,8 @@ def vocab_parallel_softmax_cross_entropy(
     .. math::
         \ell = (1-\varepsilon)(-\log p_y) + \frac{\varepsilon}{V}\sum_c (-\log p_c)
                + \zeta (\log Z)^2,
-        \qquad \log Z = \log \textstyle\sum_{\text{shards}} \sum_{c \in \text{shard}} e^{x_c}
+
+        \log Z = \log \textstyle\sum_{\text{shards}} \sum_{c \in \text{shard}} e^{x_c}
 
     Equal, on every shard, to ``softmax_cross_entropy_with_integer_labels`` of the gathered
     logits, with the same ``ignore_index``, smoothing, z-loss and reductions (``"mean"`` over

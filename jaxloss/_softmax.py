@@ -22,35 +22,40 @@ def is_static_zero(x: Any) -> bool:
 
 
 class Normalized(NamedTuple):
-    """log_softmax(logits) = x - shift - log_z, kept in parts so no [N, C] array is shared."""
+    """log_softmax(logits) = x - shift - log_z, kept in parts so that no [N, C] array (not even
+    a float32 copy of half-precision logits) is shared between the passes XLA fuses."""
 
-    x: jax.Array  # logits in the compute dtype; excluded classes at -inf
-    shift: jax.Array  # the row max (no gradient), keepdims; 0 for a row that is all -inf
+    x: jax.Array  # logits in their own dtype; excluded classes at -inf
+    shift: jax.Array  # the row max (no gradient) in the compute dtype, keepdims; 0 if all -inf
     log_z: jax.Array  # log sum exp(x - shift), keepdims; 0 for a row that is all -inf
     include: jax.Array | None  # broadcast `where`, or None when every class is included
     has_class: jax.Array | None  # per example (keepdims): at least one class included
 
     @property
+    def dtype(self) -> Any:
+        return self.shift.dtype
+
+    @property
     def shifted(self) -> jax.Array:
-        return self.x - self.shift
+        return self.x.astype(self.dtype) - self.shift
 
     def log_probs(self) -> jax.Array:
-        return self.x - self.shift - self.log_z
+        return self.shifted - self.log_z
 
     def pick(self, index: jax.Array, axis: int) -> jax.Array:
         """Shifted logit of each example's label (keepdims)."""
-        return jnp.take_along_axis(self.x, index, axis=axis) - self.shift
+        return jnp.take_along_axis(self.x, index, axis=axis).astype(self.dtype) - self.shift
 
 
 def normalize(logits: jax.Array, axis: int, where: Any) -> Normalized:
     """log_softmax in parts, with `where` excluding classes."""
-    x = logits.astype(compute_dtype(logits.dtype))
+    x = logits
     include = has_class = None
     if where is not None:
         include = _checks.check_broadcastable(where, x.shape, "where", "logits").astype(bool)
         has_class = jnp.any(include, axis, keepdims=True)
         x = jnp.where(include, x, -jnp.inf)
-    m = jnp.max(x, axis, keepdims=True)
+    m = jnp.max(x, axis, keepdims=True).astype(compute_dtype(x.dtype))
     # The shift cancels in every loss, so it carries no gradient; a row that is all -inf
     # (nothing included) is shifted by 0 rather than by -inf, which would give NaN.
     shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
@@ -59,14 +64,8 @@ def normalize(logits: jax.Array, axis: int, where: Any) -> Normalized:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def log_sum_exp(x: jax.Array, shift: jax.Array, axis: int) -> jax.Array:
-    """log Σ exp(x - shift) along `axis` (keepdims); 0 for a row that is all -inf.
-
-    Its derivative, softmax · (dx - dshift), recomputes the probabilities from `x` instead of
-    keeping exp(x - shift) from the forward pass: under `jit`, XLA then fuses the whole
-    gradient into one pass over the logits rather than writing and re-reading an [N, C] array
-    of exponentials.
-    """
-    z = jnp.sum(jnp.exp(x - shift), axis, keepdims=True)
+    """log Σ exp(x - shift) along `axis` (keepdims), in shift's dtype; 0 for an all -inf row."""
+    z = jnp.sum(jnp.exp(x.astype(shift.dtype) - shift), axis, keepdims=True)
     return jnp.log(jnp.where(z > 0, z, 1))  # log 0 would put -inf into the gradient
 
 
@@ -74,8 +73,20 @@ def log_sum_exp(x: jax.Array, shift: jax.Array, axis: int) -> jax.Array:
 def _log_sum_exp_jvp(axis, primals, tangents):
     x, shift = primals
     dx, dshift = tangents
-    log_z = log_sum_exp(x, shift, axis)
-    p = jnp.exp(x - shift - log_z)
+    shifted = x.astype(shift.dtype) - shift
+    if x.dtype == shift.dtype:
+        # Full precision: XLA stores the exponentials once and the gradient reads them back,
+        # one exp per logit.
+        e = jnp.exp(shifted)
+        z = jnp.sum(e, axis, keepdims=True)
+        z = jnp.where(z > 0, z, 1)
+        log_z, p = jnp.log(z), e / z
+    else:
+        # Half precision: stored float32 exponentials would be twice the input's bytes, so
+        # the gradient recomputes them from the half-precision logits.
+        log_z = log_sum_exp(x, shift, axis)
+        p = jnp.exp(shifted - log_z)
+    dx = dx.astype(p.dtype)
     return log_z, jnp.sum(p * dx, axis, keepdims=True) - jnp.sum(p, axis, keepdims=True) * dshift
 
 
