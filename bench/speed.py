@@ -57,6 +57,11 @@ def _inputs(kind: str, n: int, v: int, dtype: str) -> tuple[jax.Array, jax.Array
     return x, jax.nn.softmax(jax.random.normal(kt, (n, v), jnp.float32), axis=-1)
 
 
+def _repeats(cfg: SpeedConfig, n: int, v: int) -> int:
+    """Sub-millisecond cases get more rounds (up to 16x), so their medians are not noise."""
+    return cfg.repeats * min(16, max(1, 2**25 // (n * v)))
+
+
 def _case(kind: str, n: int, v: int, dtype: str, cfg: SpeedConfig, bar: Any) -> list[dict]:
     """Times every candidate on one (kind, N, V, dtype) in one interleaved loop; a row per pass."""
     x, t = _inputs(kind, n, v, dtype)
@@ -72,7 +77,7 @@ def _case(kind: str, n: int, v: int, dtype: str, cfg: SpeedConfig, bar: Any) -> 
     if kind == "integer" and dtype == "float32" and cfg.torch:
         calls.update(torch_calls(np.asarray(x), np.asarray(t)))
     bar.set_postfix_str(f"{kind} {n}x{v} {dtype}")
-    timed = interleaved(calls, cfg.repeats, bar)["median_s"]
+    timed = interleaved(calls, _repeats(cfg, n, v), bar)["median_s"]
     rows = []
     for pass_ in PASSES:
         median = {lib: timed.get((lib, pass_)) for lib in ("jaxloss", "optax", "torch")}
@@ -131,7 +136,8 @@ def run(cfg: SpeedConfig, out: Path, env: dict, *, progress: bool = True) -> dic
     cfg_torch = cfg.torch and torch is not None
     cases = [("integer", n, v, d) for d in cfg.dtypes for n, v in cfg.ce_shapes]
     cases += [("soft", n, v, "float32") for n, v in cfg.soft_shapes]
-    rounds = len(cases) * cfg.repeats + (cfg.fused_repeats if fused.available() else 0)
+    rounds = sum(_repeats(cfg, n, v) for _, n, v, _ in cases)
+    rounds += cfg.fused_repeats if fused.available() else 0
     bar = tqdm(total=rounds, desc="speed", unit="round", disable=not progress, file=sys.stderr)
     with bar:
         rows = [r for case in cases for r in _case(*case, cfg, bar)]
