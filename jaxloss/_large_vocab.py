@@ -12,8 +12,8 @@ from jaxloss import _checks
 from jaxloss._reduction import Reduction
 from jaxloss._softmax import compute_dtype, is_static_zero
 
-# Default chunk: about 2**21 logits (8 MiB in float32) per step of the scan.
-_CHUNK_ELEMENTS = 2**21
+# Default chunk: about 2**22 logits (16 MiB in float32) per step of the scan.
+_CHUNK_ELEMENTS = 2**22
 
 
 class _Config(NamedTuple):
@@ -293,8 +293,8 @@ def linear_softmax_cross_entropy(
       z_loss: :math:`\zeta \ge 0`, the weight of the squared log-normaliser.
       reduction: ``"none"``, ``"sum"``, or ``"mean"`` over the non-ignored tokens (0 when there
         are none).
-      chunk_size: tokens per step of the scan; by default about :math:`2^{21} / V`, which
-        keeps each chunk's logits near 8 MiB.
+      chunk_size: tokens per step of the scan; by default about :math:`2^{22} / V`, which
+        keeps each chunk's logits near 16 MiB.
 
     Returns:
       Per-token losses of shape ``labels.shape`` (float32 or wider), or a scalar.

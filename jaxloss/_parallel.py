@@ -133,7 +133,7 @@ def vocab_parallel_linear_softmax_cross_entropy(
       label_smoothing: :math:`\varepsilon \in [0, 1]`.
       z_loss: :math:`\zeta \ge 0`.
       reduction: ``"none"``, ``"sum"`` or ``"mean"`` over the non-ignored tokens.
-      chunk_size: tokens per step of the scan (default: about :math:`2^{21} / (V/k)`).
+      chunk_size: tokens per step of the scan (default: about :math:`2^{22} / (V/k)`).
       batch_axis_name: the mesh axis the batch is split over, if any, for ``"mean"``/``"sum"``.
 
     Returns:
