@@ -55,10 +55,13 @@ def normalize(logits: jax.Array, axis: int, where: Any) -> Normalized:
         include = _checks.check_broadcastable(where, x.shape, "where", "logits").astype(bool)
         has_class = jnp.any(include, axis, keepdims=True)
         x = jnp.where(include, x, -jnp.inf)
-    m = jnp.max(x, axis, keepdims=True).astype(compute_dtype(x.dtype))
-    # The shift cancels in every loss, so it carries no gradient; a row that is all -inf
-    # (nothing included) is shifted by 0 rather than by -inf, which would give NaN.
-    shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
+    # The shift cancels in every loss, so it carries no gradient.
+    m = jax.lax.stop_gradient(jnp.max(x, axis, keepdims=True).astype(compute_dtype(x.dtype)))
+    if has_class is not None:
+        # A row with nothing included is all -inf: shift it by 0, not by -inf (NaN). Without
+        # `where` the plain x - max(x) is kept, a pattern XLA:CPU fuses into one pass.
+        m = jnp.where(has_class, m, 0)
+    shift = m
     return Normalized(x, shift, log_sum_exp(x, shift, axis), include, has_class)
 
 
