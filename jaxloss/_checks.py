@@ -45,12 +45,10 @@ def check_same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> No
 def check_broadcastable(mask: Any, shape: tuple[int, ...], name: str, to: str) -> jax.Array:
     mask = jnp.asarray(mask)
     try:
-        np.broadcast_shapes(mask.shape, shape)
+        fits = np.broadcast_shapes(mask.shape, shape) == tuple(shape)
     except ValueError:
-        raise ValueError(
-            f"{name} of shape {mask.shape} cannot be broadcast to {to}.shape={shape}"
-        ) from None
-    if np.broadcast_shapes(mask.shape, shape) != tuple(shape):
+        fits = False
+    if not fits:
         raise ValueError(f"{name} of shape {mask.shape} cannot be broadcast to {to}.shape={shape}")
     return jnp.broadcast_to(mask, shape)
 

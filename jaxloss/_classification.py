@@ -16,6 +16,7 @@ from jaxloss._softmax import (
     is_static_zero,
     normalize,
     prepare_labels,
+    reduce_examples,
 )
 
 
@@ -85,10 +86,7 @@ def softmax_cross_entropy(
     # log Z enters once per example. A -inf logit with no target mass must not give 0·inf.
     tx = t * jnp.where(t > 0, n.shifted, 0)
     loss = jnp.squeeze(n.log_z, axis) * jnp.sum(t, axis) - jnp.sum(tx, axis)
-    if n.has_class is None:
-        return reduce(loss, reduction)
-    has = jnp.squeeze(n.has_class, axis)
-    return reduce(jnp.where(has, loss, 0), reduction, has)
+    return reduce_examples(loss, n, axis, reduction)
 
 
 def softmax_cross_entropy_with_integer_labels(

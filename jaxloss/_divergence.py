@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxloss import _checks
-from jaxloss._reduction import Reduction, reduce
-from jaxloss._softmax import Normalized, normalize
+from jaxloss._reduction import Reduction
+from jaxloss._softmax import Normalized, normalize, reduce_examples
 
 
 def _log_probs(
@@ -29,11 +29,7 @@ def _plogp_ratio(p: jax.Array, log_p: jax.Array, log_q: jax.Array) -> jax.Array:
 
 
 def _per_example(values: jax.Array, n: Normalized, axis: int, reduction: Reduction) -> jax.Array:
-    loss = jnp.sum(values, axis)
-    if n.has_class is None:
-        return reduce(loss, reduction)
-    has = jnp.squeeze(n.has_class, axis)
-    return reduce(jnp.where(has, loss, 0), reduction, has)
+    return reduce_examples(jnp.sum(values, axis), n, axis, reduction)
 
 
 def entropy(logits: Any, *, axis: int = -1, where: Any = None) -> jax.Array:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxloss import _checks
+from jaxloss._reduction import reduce
 
 
 def compute_dtype(dtype: Any) -> Any:
@@ -154,3 +155,11 @@ def finish(
         lab.valid, loss, jnp.nan
     )  # an out-of-range label under jit: never a silent class
     return jnp.squeeze(loss, axis), None if weight is None else jnp.squeeze(weight, axis)
+
+
+def reduce_examples(loss: jax.Array, n: Normalized, axis: int, reduction: str) -> jax.Array:
+    """Reduces per-example losses; an example with no included class is 0 and not counted."""
+    if n.has_class is None:
+        return reduce(loss, reduction)
+    has = jnp.squeeze(n.has_class, axis)
+    return reduce(jnp.where(has, loss, 0), reduction, has)
