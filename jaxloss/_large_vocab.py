@@ -223,7 +223,6 @@ def fused_cross_entropy(
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     h = hidden.reshape(-1, hidden.shape[-1])
-    y = labels.reshape(-1)
     n = h.shape[0]
     cfg = _Config(
         min(chunk_size, max(n, 1)),
@@ -232,12 +231,10 @@ def fused_cross_entropy(
         not is_static_zero(z_loss),
         axis_name,
     )
-    keep = jnp.ones(n, bool) if ignore_index is None else y != ignore_index
-    valid = (y >= 0) & (y < vocab) | ~keep
-    y = jnp.where(keep, y, 0)
+    y, keep, valid, eps, zeta = flat_targets(
+        labels, vocab, ignore_index, label_smoothing, z_loss, acc
+    )
     keep = keep.astype(acc)
-    eps = jnp.asarray(label_smoothing, acc)  # its dtype is the compute dtype throughout
-    zeta = jnp.asarray(z_loss, acc)
     if reduction == "none":
         loss = _per_example(h, weight, y, keep, eps, zeta, cfg)
         return jnp.where(valid, loss, jnp.nan).reshape(labels.shape)
@@ -246,6 +243,16 @@ def fused_cross_entropy(
     total = batch_sum(_weighted_total(h, weight, y, coef, eps, zeta, cfg), batch_axis_name)
     invalid = batch_sum(jnp.sum(~valid), batch_axis_name)  # an out-of-range label under jit
     return jnp.where(invalid == 0, total, jnp.nan)
+
+
+def flat_targets(labels, vocab, ignore_index, label_smoothing, z_loss, acc):
+    """Flat labels (ignored ones moved to class 0), the kept and valid masks, and the options
+    as arrays of the compute dtype `acc` (which is also the dtype of the logits throughout)."""
+    y = labels.reshape(-1)
+    keep = jnp.ones(y.shape, bool) if ignore_index is None else y != ignore_index
+    valid = (y >= 0) & (y < vocab) | ~keep  # an out-of-range label gives NaN under jit
+    eps, zeta = jnp.asarray(label_smoothing, acc), jnp.asarray(z_loss, acc)
+    return jnp.where(keep, y, 0), keep, valid, eps, zeta
 
 
 def batch_sum(x, batch_axis_name):

@@ -16,7 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxloss import _checks
-from jaxloss._large_vocab import _Config, batch_sum, chunk_loss, fused_cross_entropy
+from jaxloss._large_vocab import (
+    _Config,
+    batch_sum,
+    chunk_loss,
+    flat_targets,
+    fused_cross_entropy,
+)
 from jaxloss._reduction import Reduction
 from jaxloss._softmax import compute_dtype, is_static_zero
 
@@ -81,14 +87,12 @@ def vocab_parallel_softmax_cross_entropy(
     cfg = _Config(
         0, vocab, not is_static_zero(label_smoothing), not is_static_zero(z_loss), axis_name
     )
-    y = labels.reshape(-1)
-    keep = jnp.ones(y.shape, bool) if ignore_index is None else y != ignore_index
-    valid = (y >= 0) & (y < vocab) | ~keep
     acc = compute_dtype(logits.dtype)
+    y, keep, valid, eps, zeta = flat_targets(
+        labels, vocab, ignore_index, label_smoothing, z_loss, acc
+    )
     x = logits.reshape(-1, logits.shape[-1]).astype(acc)
-    eps = jnp.asarray(label_smoothing, acc)
-    zeta = jnp.asarray(z_loss, acc)
-    loss, *_ = chunk_loss(x, jnp.where(keep, y, 0), eps, zeta, cfg)
+    loss, *_ = chunk_loss(x, y, eps, zeta, cfg)
     loss = jnp.where(valid, jnp.where(keep, loss, 0), jnp.nan)
     if reduction == "none":
         return loss.reshape(labels.shape)
