@@ -15,6 +15,7 @@ from jaxloss._softmax import (
     finish,
     is_static_zero,
     normalize,
+    pick,
     prepare_labels,
     reduce_examples,
 )
@@ -147,10 +148,10 @@ def softmax_cross_entropy_with_integer_labels(
     _checks.check_unit_interval(label_smoothing, "label_smoothing")
     n = normalize(logits, axis, where)
     lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, n.dtype)
-    nll = n.log_z - n.pick(lab.index, axis)
-    loss = (1 - label_smoothing) * nll
+    log_z, picked = n.log_z_and_pick(lab.index, axis)
+    loss = (1 - label_smoothing) * (log_z - picked)
     if not is_static_zero(z_loss):
-        lse = n.log_z + n.shift
+        lse = log_z + n.shift
         # A huge log Z squares to inf; with z_loss = 0 that must stay 0, not 0·inf = NaN.
         loss = loss + jnp.where(z_loss != 0, z_loss * lse * lse, 0)
     if class_weights is not None:
@@ -214,9 +215,11 @@ def nll_loss(
     """
     log_probs = _checks.check_float(log_probs, "log_probs")
     axis = _checks.check_axis(axis, log_probs.ndim, "log_probs")
-    x = log_probs.astype(compute_dtype(log_probs.dtype))
-    lab = prepare_labels(labels, x.shape, axis, "log_probs", ignore_index, class_weights, x.dtype)
-    loss = _weighted(lab, -jnp.take_along_axis(x, lab.index, axis=axis))
+    dtype = compute_dtype(log_probs.dtype)
+    lab = prepare_labels(
+        labels, log_probs.shape, axis, "log_probs", ignore_index, class_weights, dtype
+    )
+    loss = _weighted(lab, -pick(log_probs, lab.index, axis).astype(dtype))
     loss, weight = finish(loss, lab, None, axis)
     return reduce(loss, reduction, weight)
 
@@ -227,7 +230,8 @@ def _label_log_prob(logits, labels, axis, where, ignore_index, class_weights):
     axis = _checks.check_axis(axis, logits.ndim)
     n = normalize(logits, axis, where)
     lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, n.dtype)
-    return n.pick(lab.index, axis) - n.log_z, lab, n.has_class, axis
+    log_z, picked = n.log_z_and_pick(lab.index, axis)
+    return picked - log_z, lab, n.has_class, axis
 
 
 def _weighted(lab, loss):

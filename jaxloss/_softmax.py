@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -43,9 +44,9 @@ class Normalized(NamedTuple):
     def log_probs(self) -> jax.Array:
         return self.shifted - self.log_z
 
-    def pick(self, index: jax.Array, axis: int) -> jax.Array:
-        """Shifted logit of each example's label (keepdims)."""
-        return jnp.take_along_axis(self.x, index, axis=axis).astype(self.dtype) - self.shift
+    def log_z_and_pick(self, index: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+        """log_z and the shifted logit of each example's label (keepdims)."""
+        return log_z_and_pick(self.x, self.shift, index, axis)
 
 
 def normalize(logits: jax.Array, axis: int, where: Any) -> Normalized:
@@ -69,29 +70,110 @@ def normalize(logits: jax.Array, axis: int, where: Any) -> Normalized:
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def log_sum_exp(x: jax.Array, shift: jax.Array, axis: int) -> jax.Array:
     """log Σ exp(x - shift) along `axis` (keepdims), in shift's dtype; 0 for an all -inf row."""
-    z = jnp.sum(jnp.exp(x.astype(shift.dtype) - shift), axis, keepdims=True)
+    if axis == x.ndim - 1 and x.size and (x.dtype != shift.dtype or x.shape[-1] >= 2**16):
+        plain = functools.partial(_sum_exp, axis=axis)
+        z = jax.lax.platform_dependent(x, shift, cpu=_sum_exp_blocks, default=plain)
+    else:
+        z = _sum_exp(x, shift, axis)
     return jnp.log(jnp.where(z > 0, z, 1))  # log 0 would put -inf into the gradient
+
+
+def _sum_exp(x: jax.Array, shift: jax.Array, axis: int) -> jax.Array:
+    return jnp.sum(jnp.exp(x.astype(shift.dtype) - shift), axis, keepdims=True)
+
+
+def _sum_exp_blocks(x: jax.Array, shift: jax.Array) -> jax.Array:
+    """_sum_exp over the last axis, in blocks of rows of about 2**18 logits.
+
+    For XLA:CPU: in one pass over the whole array it stores a float32 copy of half-precision
+    logits, and the exponentials of rows of 2**16 or more logits, as [N, C] arrays; a block's
+    temporaries stay in cache.
+    """
+    shape = x.shape
+    rows, width = math.prod(shape[:-1]), shape[-1]
+    x, shift = x.reshape(rows, width), shift.reshape(rows, 1)
+    size = max(1, min(rows, 2**18 // width))
+
+    def block(i, out):
+        start = jnp.minimum(i * size, rows - size)  # the last block may overlap its neighbour
+        # The barrier makes the block depend on the step, so the float32 conversion of the
+        # whole input is not hoisted out of the loop.
+        xs, start = jax.lax.optimization_barrier((x, start))
+        z = _sum_exp(
+            jax.lax.dynamic_slice_in_dim(xs, start, size),
+            jax.lax.dynamic_slice_in_dim(shift, start, size),
+            1,
+        )
+        return jax.lax.dynamic_update_slice_in_dim(out, z, start, 0)
+
+    z = jax.lax.fori_loop(0, -(-rows // size), block, jnp.zeros((rows, 1), shift.dtype))
+    return z.reshape(*shape[:-1], 1)
 
 
 @log_sum_exp.defjvp
 def _log_sum_exp_jvp(axis, primals, tangents):
     x, shift = primals
     dx, dshift = tangents
-    shifted = x.astype(shift.dtype) - shift
+    log_z, p = _log_z_and_probs(x, shift, axis)
+    dx = dx.astype(p.dtype)
+    return log_z, jnp.sum(p * dx, axis, keepdims=True) - jnp.sum(p, axis, keepdims=True) * dshift
+
+
+def _log_z_and_probs(x: jax.Array, shift: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
     if x.dtype == shift.dtype:
         # Full precision: XLA stores the exponentials once and the gradient reads them back,
         # one exp per logit.
-        e = jnp.exp(shifted)
+        e = jnp.exp(x - shift)
         z = jnp.sum(e, axis, keepdims=True)
         z = jnp.where(z > 0, z, 1)
-        log_z, p = jnp.log(z), e / z
-    else:
-        # Half precision: stored float32 exponentials would be twice the input's bytes, so
-        # the gradient recomputes them from the half-precision logits.
-        log_z = log_sum_exp(x, shift, axis)
-        p = jnp.exp(shifted - log_z)
+        return jnp.log(z), e / z
+    # Half precision: stored float32 exponentials would be twice the input's bytes, so the
+    # gradient recomputes them from the half-precision logits, in the one pass that writes
+    # it. x - (shift + log z) is not the primal's x - shift, so XLA does not merge the two
+    # into one stored float32 array.
+    log_z = log_sum_exp(x, shift, axis)
+    return log_z, jnp.exp(x.astype(shift.dtype) - (shift + log_z))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def log_z_and_pick(
+    x: jax.Array, shift: jax.Array, index: jax.Array, axis: int
+) -> tuple[jax.Array, jax.Array]:
+    """log_sum_exp and the shifted logit at `index` (keepdims), with one derivative rule.
+
+    The derivative of the label's logit is a select, which fuses into the pass that writes
+    the gradient (the transpose of a gather is a scatter into a separate [N, C] array of
+    zeros), and both terms of the gradient of half-precision logits are summed in float32
+    and rounded once: rounded apart, p_y - 1 for a confident p_y would lose its digits.
+    """
+    return log_sum_exp(x, shift, axis), pick(x, index, axis).astype(shift.dtype) - shift
+
+
+@log_z_and_pick.defjvp
+def _log_z_and_pick_jvp(axis, primals, tangents):
+    x, shift, index = primals
+    dx, dshift, _ = tangents
+    log_z, p = _log_z_and_probs(x, shift, axis)
     dx = dx.astype(p.dtype)
-    return log_z, jnp.sum(p * dx, axis, keepdims=True) - jnp.sum(p, axis, keepdims=True) * dshift
+    hit = jax.lax.broadcasted_iota(index.dtype, x.shape, axis) == index
+    d_log_z = jnp.sum(p * dx, axis, keepdims=True) - jnp.sum(p, axis, keepdims=True) * dshift
+    d_pick = jnp.sum(jnp.where(hit, dx, 0), axis, keepdims=True) - dshift
+    picked = pick(x, index, axis).astype(shift.dtype) - shift
+    return (log_z, picked), (d_log_z, d_pick)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def pick(x: jax.Array, index: jax.Array, axis: int) -> jax.Array:
+    """x at `index` along `axis` (keepdims): take_along_axis with a derivative that selects."""
+    return jnp.take_along_axis(x, index, axis=axis)
+
+
+@pick.defjvp
+def _pick_jvp(axis, primals, tangents):
+    x, index = primals
+    dx = tangents[0]
+    hit = jax.lax.broadcasted_iota(index.dtype, x.shape, axis) == index
+    return pick(x, index, axis), jnp.sum(jnp.where(hit, dx, 0), axis, keepdims=True)
 
 
 def class_count(n: Normalized, axis: int) -> jax.Array | int:
