@@ -115,8 +115,11 @@ def _log_sum_exp_jvp(axis, primals, tangents):
     x, shift = primals
     dx, dshift = tangents
     log_z, p = _log_z_and_probs(x, shift, axis)
-    dx = dx.astype(p.dtype)
-    return log_z, jnp.sum(p * dx, axis, keepdims=True) - jnp.sum(p, axis, keepdims=True) * dshift
+    return log_z, _d_log_z(p, dx.astype(p.dtype), dshift, axis)
+
+
+def _d_log_z(p: jax.Array, dx: jax.Array, dshift: jax.Array, axis: int) -> jax.Array:
+    return jnp.sum(p * dx, axis, keepdims=True) - jnp.sum(p, axis, keepdims=True) * dshift
 
 
 def _log_z_and_probs(x: jax.Array, shift: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
@@ -146,7 +149,11 @@ def log_z_and_pick(
     zeros), and both terms of the gradient of half-precision logits are summed in float32
     and rounded once: rounded apart, p_y - 1 for a confident p_y would lose its digits.
     """
-    return log_sum_exp(x, shift, axis), pick(x, index, axis).astype(shift.dtype) - shift
+    return log_sum_exp(x, shift, axis), _shifted_pick(x, shift, index, axis)
+
+
+def _shifted_pick(x: jax.Array, shift: jax.Array, index: jax.Array, axis: int) -> jax.Array:
+    return pick(x, index, axis).astype(shift.dtype) - shift
 
 
 @log_z_and_pick.defjvp
@@ -155,11 +162,8 @@ def _log_z_and_pick_jvp(axis, primals, tangents):
     dx, dshift, _ = tangents
     log_z, p = _log_z_and_probs(x, shift, axis)
     dx = dx.astype(p.dtype)
-    hit = jax.lax.broadcasted_iota(index.dtype, x.shape, axis) == index
-    d_log_z = jnp.sum(p * dx, axis, keepdims=True) - jnp.sum(p, axis, keepdims=True) * dshift
-    d_pick = jnp.sum(jnp.where(hit, dx, 0), axis, keepdims=True) - dshift
-    picked = pick(x, index, axis).astype(shift.dtype) - shift
-    return (log_z, picked), (d_log_z, d_pick)
+    d_pick = _select(dx, index, axis) - dshift
+    return (log_z, _shifted_pick(x, shift, index, axis)), (_d_log_z(p, dx, dshift, axis), d_pick)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -171,9 +175,13 @@ def pick(x: jax.Array, index: jax.Array, axis: int) -> jax.Array:
 @pick.defjvp
 def _pick_jvp(axis, primals, tangents):
     x, index = primals
-    dx = tangents[0]
-    hit = jax.lax.broadcasted_iota(index.dtype, x.shape, axis) == index
-    return pick(x, index, axis), jnp.sum(jnp.where(hit, dx, 0), axis, keepdims=True)
+    return pick(x, index, axis), _select(tangents[0], index, axis)
+
+
+def _select(dx: jax.Array, index: jax.Array, axis: int) -> jax.Array:
+    """dx at `index` along `axis` (keepdims), as a masked sum: its transpose is a select."""
+    hit = jax.lax.broadcasted_iota(index.dtype, dx.shape, axis) == index
+    return jnp.sum(jnp.where(hit, dx, 0), axis, keepdims=True)
 
 
 def class_count(n: Normalized, axis: int) -> jax.Array | int:
