@@ -48,6 +48,8 @@ def softmax_cross_entropy(
         \qquad y \leftarrow (1-\varepsilon)\, y + \varepsilon / C
 
     with :math:`0 \log 0 = 0`, so a ``-inf`` logit on a class of zero target mass is harmless.
+    Target mass on a ``-inf`` logit counts that logit as the lowest finite value of the
+    compute dtype: a loss of about the mass times 3.4e38 in float32, rather than ``inf``.
 
     Args:
       logits: unnormalised log-probabilities, ``[..., C]``.
@@ -78,15 +80,17 @@ def softmax_cross_entropy(
     _checks.check_same_shape(logits, targets, "logits", "targets")
     _checks.check_unit_interval(label_smoothing, "label_smoothing")
     n = normalize(logits, axis, where)
-    t = targets.astype(n.dtype)
+    # Half-precision targets stay so: each pass converts its block (a stored float32 copy
+    # would be twice their bytes).
+    t = targets
     if not is_static_zero(label_smoothing):
-        t = _smooth_targets(t, label_smoothing, n.include, class_count(n, axis))
+        t = _smooth_targets(t.astype(n.dtype), label_smoothing, n.include, class_count(n, axis))
     elif n.include is not None:
         t = jnp.where(n.include, t, 0)
     # Σ_c t_c (log Z - s_c) = log Z·Σ_c t_c - Σ_c t_c s_c: both terms are >= 0 (s_c <= 0), and
-    # log Z enters once per example. A -inf logit with no target mass must not give 0·inf.
-    tx = t * jnp.where(t > 0, n.shifted, 0)
-    loss = jnp.squeeze(n.log_z, axis) * jnp.sum(t, axis) - jnp.sum(tx, axis)
+    # log Z enters once per example.
+    log_z, total, cross = n.soft_target_terms(t, axis)
+    loss = jnp.squeeze(log_z, axis) * total - cross
     return reduce_examples(loss, n, axis, reduction)
 
 

@@ -1,6 +1,6 @@
-"""The log-normaliser in row blocks (XLA:CPU, half precision or rows of 2**16+ logits) and the
-label pick whose derivative is a select: same values and derivatives as float64, no [N, C]
-temporaries in the compiled gradient."""
+"""The row sums in blocks (XLA:CPU, half precision or rows of 2**16+ logits), the label pick
+whose derivative is a select and the soft-target product without a select: same values and
+derivatives as float64, no [N, C] temporaries in the compiled gradient."""
 
 import jax
 import jax.numpy as jnp
@@ -109,14 +109,86 @@ def test_nll_on_half_precision_log_probs():
     np.testing.assert_array_equal(grad, -jax.nn.one_hot(labels, 500, dtype=jnp.bfloat16))
 
 
+def _soft_data(dtype, shape, seed=0):
+    """Logits with a -inf class of zero target mass in every row, and soft targets."""
+    x, _ = _data(dtype, shape, seed)
+    x = x.at[..., 1].set(-jnp.inf)
+    t = jax.nn.softmax(jnp.asarray(np.random.default_rng(seed + 1).normal(size=shape)))
+    t = t.at[..., 1].set(0.0)
+    return x, (t / t.sum(-1, keepdims=True)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype,shape", CASES)
+def test_soft_targets_match_float64(dtype, shape):
+    x, t = _soft_data(dtype, shape)
+    x64, t64 = x.astype(jnp.float64), t.astype(jnp.float64)
+
+    def loss(x, t):
+        return jaxloss.softmax_cross_entropy(x, t, reduction="sum")
+
+    value, (gx, gt) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, t)
+    exact = ref.softmax_cross_entropy(np.asarray(x64), np.asarray(t64))
+    exact_gx, exact_gt = jax.grad(loss, argnums=(0, 1))(x64, t64)
+    value_rtol, grad_rtol = _tolerance(dtype)
+    assert value.dtype == jnp.float32 and gx.dtype == dtype and gt.dtype == dtype
+    np.testing.assert_allclose(value, exact.sum(), rtol=value_rtol)
+    # d/dx_c = p_c·Σt - t_c cancels where p_c ≈ t_c: there float32's p_c is the limit.
+    bound = grad_rtol * np.abs(exact_gx) + 1e-6 * np.abs(np.asarray(t64))
+    bound += float(jnp.finfo(dtype).smallest_subnormal)
+    assert np.all(np.abs(np.asarray(gx, np.float64) - exact_gx) <= bound)
+    # d/dt_c = -log p_c: of the -inf class, the lowest finite value of the compute dtype.
+    finite = np.isfinite(np.asarray(x64))
+    np.testing.assert_allclose(
+        np.asarray(gt, np.float64)[finite], np.asarray(exact_gt)[finite], rtol=grad_rtol
+    )
+    assert np.all(np.asarray(gt, np.float64)[~finite] > 1e38)
+    per_example = jax.jit(jaxloss.softmax_cross_entropy)(x, t)
+    np.testing.assert_allclose(per_example, exact, rtol=value_rtol)
+
+
+@pytest.mark.parametrize("dtype,shape", CASES)
+def test_soft_targets_with_where_and_smoothing(dtype, shape):
+    x, t = _soft_data(dtype, shape, seed=3)
+    where = jnp.arange(shape[-1]) != 1  # the -inf class is excluded instead
+    # Garbage on the excluded class must not leak into the product either.
+    x = x.at[..., 1].set(jnp.nan)
+    smoothing = 0.1 if jnp.finfo(dtype).bits == 32 else 0.0
+    loss = jaxloss.softmax_cross_entropy(x, t, where=where, label_smoothing=smoothing)
+    keep = np.asarray(where)
+    exact = ref.softmax_cross_entropy(
+        np.asarray(x, np.float64)[..., keep],
+        np.asarray(t, np.float64)[..., keep],
+        label_smoothing=smoothing,
+    )
+    np.testing.assert_allclose(loss, exact, rtol=1e-5)
+    grad = jax.grad(lambda x: jaxloss.softmax_cross_entropy(x, t, where=where).sum())(x)
+    assert np.all(np.asarray(grad[..., 1], np.float64) == 0)
+    assert np.all(np.isfinite(np.asarray(grad, np.float64)))
+
+
+def test_soft_target_mass_on_a_minus_inf_logit_is_a_huge_loss():
+    # The product counts a -inf logit as the lowest finite float32 (no select in the sum).
+    x = jnp.array([[0.0, -jnp.inf, 1.0]])
+    loss = jaxloss.softmax_cross_entropy(x, jnp.array([[0.5, 0.5, 0.0]]))
+    assert loss[0] >= 0.5 * float(jnp.finfo(jnp.float32).max) * (1 - 1e-6)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU buffer assignment")
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
-def test_gradient_holds_no_logit_sized_temporary(dtype):
-    # The gradient is written in one pass: no float32 copy of half-precision logits and no
-    # scatter into an array of zeros, whose temporaries would be 4-8 bytes per logit.
-    n, c = 64, 32768
+@pytest.mark.parametrize(
+    "dtype,c", [(jnp.bfloat16, 32768), (jnp.float32, 32768), (jnp.float32, 2**17)]
+)
+@pytest.mark.parametrize("soft", [False, True], ids=["labels", "soft"])
+def test_gradient_holds_no_logit_sized_temporary(dtype, c, soft):
+    # The gradient is written in one pass: no float32 copy of half-precision logits or
+    # targets, no scatter into an array of zeros and no stored product or shifted logits,
+    # whose temporaries would be 2-8 bytes per logit. The blocks hold ~2 MiB, whatever N is.
+    n = 1024
     x = jnp.zeros((n, c), dtype)
-    labels = jnp.zeros((n,), jnp.int32)
-    step = jax.jit(jax.value_and_grad(lambda x, y: CE_INT(x, y, reduction="mean")))
-    temp = step.lower(x, labels).compile().memory_analysis().temp_size_in_bytes
+    if soft:
+        y = jnp.zeros((n, c), dtype)
+        step = jax.value_and_grad(lambda x, y: jaxloss.softmax_cross_entropy(x, y).mean())
+    else:
+        y = jnp.zeros((n,), jnp.int32)
+        step = jax.value_and_grad(lambda x, y: CE_INT(x, y, reduction="mean"))
+    temp = jax.jit(step).lower(x, y).compile().memory_analysis().temp_size_in_bytes
     assert temp < n * c // 4
