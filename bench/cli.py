@@ -28,9 +28,10 @@ quality: one small MLP (optax Adam, jit-compiled step, fixed seeds) trained on s
 
 speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs a copy of
   the logits, forward and forward + backward under jit, float32 and bfloat16; soft-target
-  cross-entropy vs optax; fused linear + CE vs the materialised logits (time and compiled
-  temporary memory). Medians of interleaved repetitions. Files: speed.json, speed.md,
-  ce_time_vs_vocab.png.
+  cross-entropy vs optax, both dtypes; fused linear + CE vs the materialised logits (time and
+  compiled temporary memory). Medians of interleaved repetitions in a random order, with an
+  untimed pause after each call so the release of its buffers is not charged to the next.
+  Files: speed.json, speed.md, ce_time_vs_vocab.png.
 
 sizes: the quick default takes about two minutes on 2 CPU cores (speed: N x V up to
   2048 x 32768; fused N=2048, D=256, V=8192; quality: 30 epochs, one seed). --full trains

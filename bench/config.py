@@ -25,7 +25,7 @@ class SpeedConfig:
     # (N, V) shapes of the integer-label cross-entropy grid, each in every dtype of `dtypes`.
     ce_shapes: tuple[tuple[int, int], ...] = ((2048, 1024), (2048, 8192), (2048, 32768))
     dtypes: tuple[str, ...] = ("float32", "bfloat16")
-    # (N, V) shapes for soft-target cross-entropy (float32).
+    # (N, V) shapes for soft-target cross-entropy, each in every dtype of `dtypes`.
     soft_shapes: tuple[tuple[int, int], ...] = ((2048, 8192),)
     # (N, D, V) of the fused linear + cross-entropy comparison (float32).
     fused: tuple[int, int, int] = (2048, 256, 8192)

@@ -19,7 +19,8 @@ from bench.timing import compile_jax, interleaved
 from bench.torch_ce import torch_calls, torch_info
 
 NOTES = (
-    "Median wall time (ms) of interleaved repetitions under jit, after a warm-up round; "
+    "Median wall time (ms) of interleaved repetitions under jit (a random order each round, "
+    "an untimed pause after each call), after a warm-up round; "
     "fwd = mean loss, fwd+bwd = jax.value_and_grad of the mean loss w.r.t. the logits "
     "(torch: autograd.grad). x/optax = time / optax's time (below 1 is faster than optax). "
     "copy = jit(lambda x: x * 1) of the logits, one read and one write: the memory-traffic "
@@ -54,7 +55,7 @@ def _inputs(kind: str, n: int, v: int, dtype: str) -> tuple[jax.Array, jax.Array
     x = jax.random.normal(kx, (n, v), jnp.float32).astype(dtype)
     if kind == "integer":
         return x, jax.random.randint(kt, (n,), 0, v, jnp.int32)
-    return x, jax.nn.softmax(jax.random.normal(kt, (n, v), jnp.float32), axis=-1)
+    return x, jax.nn.softmax(jax.random.normal(kt, (n, v), jnp.float32), axis=-1).astype(dtype)
 
 
 def _repeats(cfg: SpeedConfig, n: int, v: int) -> int:
@@ -135,7 +136,7 @@ def run(cfg: SpeedConfig, out: Path, env: dict, *, progress: bool = True) -> dic
     torch = torch_info() if cfg.torch else None
     cfg_torch = cfg.torch and torch is not None
     cases = [("integer", n, v, d) for d in cfg.dtypes for n, v in cfg.ce_shapes]
-    cases += [("soft", n, v, "float32") for n, v in cfg.soft_shapes]
+    cases += [("soft", n, v, d) for d in cfg.dtypes for n, v in cfg.soft_shapes]
     rounds = sum(_repeats(cfg, n, v) for _, n, v, _ in cases)
     rounds += cfg.fused_repeats if fused.available() else 0
     bar = tqdm(total=rounds, desc="speed", unit="round", disable=not progress, file=sys.stderr)

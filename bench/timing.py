@@ -26,19 +26,24 @@ def compile_jax(f: Callable[..., Any], *args: Any) -> tuple[Callable[[], Any], i
 def interleaved(calls: dict[str, Callable[[], Any]], repeats: int, bar: Any) -> dict[str, Any]:
     """Median seconds per call over `repeats` rounds; each round calls every candidate once.
 
-    One untimed warm-up round first. The starting candidate rotates from round to round so no
-    candidate always runs right after the same neighbour (caches, allocator, frequency).
+    One untimed warm-up round first. Each round runs the candidates in a fresh random order
+    (seeded), and after every call waits, untimed, for half as long as the call took: the
+    runtime releases a call's large buffers in the background, and without the pause that
+    work (tens of ms for a few hundred MiB on a 2-core machine) lands on whichever candidate
+    runs next. A fixed or rotated order would charge it to the same neighbour every round.
     """
     names = list(calls)
     for name in names:
         calls[name]()
+    rng = np.random.default_rng(0)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+    for _ in range(repeats):
+        for i in rng.permutation(len(names)):
             start = time.perf_counter()
-            calls[name]()
-            times[name].append(time.perf_counter() - start)
+            calls[names[i]]()
+            elapsed = time.perf_counter() - start
+            times[names[i]].append(elapsed)
+            time.sleep(min(0.5 * elapsed, 0.5))
         bar.update(1)
     return {
         "median_s": {n: float(np.median(t)) for n, t in times.items()},

@@ -89,20 +89,22 @@ def row_sum(
     """Σ f(*wide, *narrow) along `axis` (keepdims) for [..., C] arrays `wide` and keepdims
     arrays `narrow`, without storing f's [..., C] result.
 
-    On XLA:CPU (chosen at lowering time) the sum over the last axis runs over blocks of rows of
-    about 2**18 elements when the inputs are half precision or a row has `min_width` or more:
-    in one pass over the whole array XLA:CPU stores a float32 copy of half-precision inputs,
-    and f's result for rows of 2**16 or more, as [N, C] arrays. A block's temporaries stay in
-    cache. Other backends fuse the whole sum into one pass.
+    Other backends fuse the whole sum into one pass. XLA:CPU (chosen at lowering time) stores
+    f's result for rows of 2**16 or more, and a float32 copy of half-precision inputs when
+    another pass converts them too, as [N, C] arrays. So there, rows of `min_width` or more
+    are summed in blocks of about 2**18 elements, whose temporaries stay in cache, and
+    half-precision inputs of shorter rows pass through a barrier that keeps this pass's
+    conversion its own.
     """
-    x = wide[0]
+    x, k = wide[0], len(wide)
     plain = lambda *args: jnp.sum(f(*args), axis, keepdims=True)  # noqa: E731
-    half = any(jnp.finfo(a.dtype).bits < jnp.finfo(dtype).bits for a in wide)
-    if axis != x.ndim - 1 or not x.size or not (half or x.shape[-1] >= min_width):
+    if x.size and axis == x.ndim - 1 and x.shape[-1] >= min_width:
+        cpu = lambda *args: _row_sum_blocks(f, args[:k], args[k:], dtype)  # noqa: E731
+    elif x.size and any(jnp.finfo(a.dtype).bits < jnp.finfo(dtype).bits for a in wide):
+        cpu = lambda *args: plain(*jax.lax.optimization_barrier(args[:k]), *args[k:])  # noqa: E731
+    else:
         return plain(*wide, *narrow)
-    k = len(wide)
-    blocks = lambda *args: _row_sum_blocks(f, args[:k], args[k:], dtype)  # noqa: E731
-    return jax.lax.platform_dependent(*wide, *narrow, cpu=blocks, default=plain)
+    return jax.lax.platform_dependent(*wide, *narrow, cpu=cpu, default=plain)
 
 
 def _row_sum_blocks(f: Any, wide: tuple, narrow: tuple, dtype: Any) -> jax.Array:

@@ -14,11 +14,13 @@ from . import reference as ref
 CE_INT = jaxloss.softmax_cross_entropy_with_integer_labels
 OPTIONS = dict(ignore_index=3, class_weights=None, label_smoothing=0.1, z_loss=1e-3)
 
-# (dtype, shape): one block; several blocks with an overlapping last block; leading dims.
+# (dtype, shape) on XLA:CPU: half precision in one pass (behind a barrier); the soft-target
+# product in blocks with an overlapping last block; leading dims; rows of 2**16+ in blocks.
 CASES = [
     (jnp.bfloat16, (15, 300)),
     (jnp.bfloat16, (7, 40000)),
     (jnp.float16, (3, 2, 2000)),
+    (jnp.bfloat16, (10, 2**16 + 5)),
     (jnp.float32, (5, 2**16 + 3)),
 ]
 
