@@ -89,8 +89,8 @@ def softmax_cross_entropy(
         t = jnp.where(n.include, t, 0)
     # Σ_c t_c (log Z - s_c) = log Z·Σ_c t_c - Σ_c t_c s_c: both terms are >= 0 (s_c <= 0), and
     # log Z enters once per example.
-    log_z, total, cross = n.soft_target_terms(t, axis)
-    loss = jnp.squeeze(log_z, axis) * total - cross
+    terms = n.terms(axis, t=t)
+    loss = jnp.squeeze(terms.log_z, axis) * terms.total - terms.dot
     return reduce_examples(loss, n, axis, reduction)
 
 
@@ -152,33 +152,40 @@ def softmax_cross_entropy_with_integer_labels(
     _checks.check_unit_interval(label_smoothing, "label_smoothing")
     n = normalize(logits, axis, where)
     lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, n.dtype)
-    log_z, picked = n.log_z_and_pick(lab.index, axis)
-    loss = (1 - label_smoothing) * (log_z - picked)
+    smoothing = not is_static_zero(label_smoothing)
+    t = _smoothing_weights(n, class_weights, axis) if smoothing else None
+    terms = n.terms(axis, lab.index, t)
+    log_z = terms.log_z
+    loss = (1 - label_smoothing) * (log_z - terms.picked)
     if not is_static_zero(z_loss):
         lse = log_z + n.shift
         # A huge log Z squares to inf; with z_loss = 0 that must stay 0, not 0·inf = NaN.
         loss = loss + jnp.where(z_loss != 0, z_loss * lse * lse, 0)
     if class_weights is not None:
         loss = lab.weight * loss
-    if not is_static_zero(label_smoothing):
-        w = None if class_weights is None else jnp.asarray(class_weights).astype(n.dtype)
-        loss = loss + _smoothing_term(n, w, label_smoothing, axis)
+    if smoothing:
+        # ε/C · Σ_c w_c (-log p_c) = ε/C · (log Z·Σ_c w_c - Σ_c w_c·shifted_c): shifted logits
+        # are <= 0, so the two sums add without cancelling.
+        total = jnp.expand_dims(terms.total, axis) * log_z - jnp.expand_dims(terms.dot, axis)
+        # With ε = 0 a -inf logit must not turn 0·(huge) into anything but 0.
+        smooth = jnp.where(label_smoothing != 0, label_smoothing / class_count(n, axis) * total, 0)
+        loss = loss + smooth
     loss, weight = finish(loss, lab, n.has_class, axis)
     return reduce(loss, reduction, weight)
 
 
-def _smoothing_term(n: Any, w: jax.Array | None, label_smoothing: Any, axis: int) -> jax.Array:
-    """ε/C · Σ_c w_c (-log p_c) in closed form, log Z·Σ_c w_c - Σ_c w_c·shifted_c, over the
-    included classes (shifted logits are <= 0, so the two sums add without cancelling)."""
+def _smoothing_weights(n: Any, class_weights: Any, axis: int) -> jax.Array:
+    """The class weights w_c of the smoothing sum, 0 on excluded classes, broadcastable to the
+    logits (a [C] row is not broadcast: XLA:CPU would store the [N, C] copy)."""
     shape = [1] * n.x.ndim
     shape[axis] = n.x.shape[axis]
-    cw = jnp.ones(shape, n.dtype) if w is None else w.reshape(shape)
+    if class_weights is None:
+        w = jnp.ones(shape, n.dtype)
+    else:
+        w = jnp.asarray(class_weights).astype(n.dtype).reshape(shape)
     if n.include is not None:
-        cw = jnp.where(n.include, cw, 0)
-    s = jnp.where(cw != 0, n.shifted, 0)  # an excluded class sits at -inf: keep 0·inf out
-    total = jnp.sum(cw, axis, keepdims=True) * n.log_z - jnp.sum(cw * s, axis, keepdims=True)
-    # With ε = 0 a -inf logit must not turn 0·inf into NaN.
-    return jnp.where(label_smoothing != 0, label_smoothing / class_count(n, axis) * total, 0)
+        w = jnp.where(n.include, w, 0)
+    return w
 
 
 def nll_loss(
@@ -234,8 +241,8 @@ def _label_log_prob(logits, labels, axis, where, ignore_index, class_weights):
     axis = _checks.check_axis(axis, logits.ndim)
     n = normalize(logits, axis, where)
     lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, n.dtype)
-    log_z, picked = n.log_z_and_pick(lab.index, axis)
-    return picked - log_z, lab, n.has_class, axis
+    terms = n.terms(axis, lab.index)
+    return terms.picked - terms.log_z, lab, n.has_class, axis
 
 
 def _weighted(lab, loss):

@@ -45,13 +45,9 @@ class Normalized(NamedTuple):
     def log_probs(self) -> jax.Array:
         return self.shifted - self.log_z
 
-    def log_z_and_pick(self, index: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
-        """log_z and the shifted logit of each example's label (keepdims)."""
-        return log_z_and_pick(self.x, self.shift, index, axis)
-
-    def soft_target_terms(self, t: jax.Array, axis: int) -> tuple[jax.Array, ...]:
-        """log_z (keepdims), Σ t and Σ t·(x - shift) (no keepdims)."""
-        return soft_target_terms(self.x, self.shift, t, axis)
+    def terms(self, axis: int, index: Any = None, t: Any = None) -> Terms:
+        """softmax_terms of the logits: log Z, and the label's or the weights' parts."""
+        return softmax_terms(self.x, self.shift, index, t, axis)
 
 
 def normalize(logits: jax.Array, axis: int, where: Any) -> Normalized:
@@ -86,8 +82,8 @@ def _exp_shifted(x: jax.Array, shift: jax.Array) -> jax.Array:
 def row_sum(
     f: Any, wide: tuple, narrow: tuple, axis: int, dtype: Any, min_width: int = 2**16
 ) -> jax.Array:
-    """Σ f(*wide, *narrow) along `axis` (keepdims) for [..., C] arrays `wide` and keepdims
-    arrays `narrow`, without storing f's [..., C] result.
+    """Σ f(*wide, *narrow) along `axis` (keepdims) for arrays `wide` that broadcast to one
+    [..., C] shape and keepdims arrays `narrow`, without storing f's [..., C] result.
 
     Other backends fuse the whole sum into one pass. XLA:CPU (chosen at lowering time) stores
     f's result for rows of 2**16 or more, and a float32 copy of half-precision inputs when
@@ -96,30 +92,45 @@ def row_sum(
     half-precision inputs of shorter rows pass through a barrier that keeps this pass's
     conversion its own.
     """
-    x, k = wide[0], len(wide)
+    shape, k = jnp.broadcast_shapes(*(a.shape for a in wide)), len(wide)
+    size = math.prod(shape)
     plain = lambda *args: jnp.sum(f(*args), axis, keepdims=True)  # noqa: E731
-    if x.size and axis == x.ndim - 1 and x.shape[-1] >= min_width:
-        cpu = lambda *args: _row_sum_blocks(f, args[:k], args[k:], dtype)  # noqa: E731
-    elif x.size and any(jnp.finfo(a.dtype).bits < jnp.finfo(dtype).bits for a in wide):
+    if size and axis == len(shape) - 1 and shape[-1] >= min_width:
+        cpu = lambda *args: _row_sum_blocks(f, args[:k], args[k:], shape, dtype)  # noqa: E731
+    elif size and any(jnp.finfo(a.dtype).bits < jnp.finfo(dtype).bits for a in wide):
         cpu = lambda *args: plain(*jax.lax.optimization_barrier(args[:k]), *args[k:])  # noqa: E731
     else:
         return plain(*wide, *narrow)
     return jax.lax.platform_dependent(*wide, *narrow, cpu=cpu, default=plain)
 
 
-def _row_sum_blocks(f: Any, wide: tuple, narrow: tuple, dtype: Any) -> jax.Array:
-    shape = wide[0].shape
+def _row_sum_blocks(f: Any, wide: tuple, narrow: tuple, shape: tuple, dtype: Any) -> jax.Array:
     rows, width = math.prod(shape[:-1]), shape[-1]
-    wide = tuple(a.reshape(rows, width) for a in wide)
-    narrow = tuple(jnp.broadcast_to(a, (*shape[:-1], 1)).reshape(rows, 1) for a in narrow)
+
     size = max(1, min(rows, 2**18 // width))
+
+    def flat(a, width):
+        if math.prod(a.shape[:-1]) == 1 and a.shape[-1] == width:
+            # A row shared by all (class weights): one block's worth, stored once. Broadcast
+            # to all rows it would be stored whole; broadcast inside the loop, XLA:CPU
+            # allocates afresh every step.
+            return jax.lax.optimization_barrier(
+                jnp.broadcast_to(a.reshape(1, width), (size, width))
+            )
+        return jnp.broadcast_to(a, (*shape[:-1], width)).reshape(rows, width)
+
+    wide = tuple(flat(a, width) for a in wide)
+    narrow = tuple(flat(a, 1) for a in narrow)
 
     def block(i, out):
         start = jnp.minimum(i * size, rows - size)  # the last block may overlap its neighbour
         # The barrier makes the block depend on the step, so a float32 conversion of a whole
         # input is not hoisted out of the loop.
         ws, start = jax.lax.optimization_barrier((wide, start))
-        args = [jax.lax.dynamic_slice_in_dim(a, start, size) for a in (*ws, *narrow)]
+        args = [
+            a if a.shape[0] == size < rows else jax.lax.dynamic_slice_in_dim(a, start, size)
+            for a in (*ws, *narrow)
+        ]
         return jax.lax.dynamic_update_slice_in_dim(out, _sum_last(f, args), start, 0)
 
     out = jax.lax.fori_loop(0, -(-rows // size), block, jnp.zeros((rows, 1), dtype))
@@ -158,32 +169,8 @@ def _log_z_and_probs(x: jax.Array, shift: jax.Array, axis: int) -> tuple[jax.Arr
     return log_z, jnp.exp(x.astype(shift.dtype) - (shift + log_z))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
-def log_z_and_pick(
-    x: jax.Array, shift: jax.Array, index: jax.Array, axis: int
-) -> tuple[jax.Array, jax.Array]:
-    """log_sum_exp and the shifted logit at `index` (keepdims), with one derivative rule.
-
-    The derivative of the label's logit is a select, which fuses into the pass that writes
-    the gradient (the transpose of a gather is a scatter into a separate [N, C] array of
-    zeros), and both terms of the gradient of half-precision logits are summed in float32
-    and rounded once: rounded apart, p_y - 1 for a confident p_y would lose its digits.
-    """
-    return log_sum_exp(x, shift, axis), _shifted_pick(x, shift, index, axis)
-
-
 def _shifted_pick(x: jax.Array, shift: jax.Array, index: jax.Array, axis: int) -> jax.Array:
     return pick(x, index, axis).astype(shift.dtype) - shift
-
-
-@log_z_and_pick.defjvp
-def _log_z_and_pick_jvp(axis, primals, tangents):
-    x, shift, index = primals
-    dx, dshift, _ = tangents
-    log_z, p = _log_z_and_probs(x, shift, axis)
-    dx = dx.astype(p.dtype)
-    d_pick = _select(dx, index, axis) - dshift
-    return (log_z, _shifted_pick(x, shift, index, axis)), (_d_log_z(p, dx, dshift, axis), d_pick)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
@@ -223,38 +210,65 @@ def _target_dot_jvp(axis, primals, tangents):
     return dot, d
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
-def soft_target_terms(
-    x: jax.Array, shift: jax.Array, t: jax.Array, axis: int
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """log_sum_exp (keepdims), Σ t and target_dot (no keepdims), with one derivative rule:
-    the gradient terms of half-precision logits (p·Σt and -t) and targets (log Z and
-    -(x - shift)) are summed in float32 and rounded once."""
-    total = target_sum(t, shift.dtype, axis)
-    return log_sum_exp(x, shift, axis), total, target_dot(t, x, shift, axis)
+class Terms(NamedTuple):
+    log_z: jax.Array  # log Σ exp(x - shift), keepdims
+    picked: jax.Array | None  # x - shift at the label, keepdims
+    total: jax.Array | None  # Σ t, no keepdims
+    dot: jax.Array | None  # Σ t·(x - shift), no keepdims
 
 
-@functools.partial(soft_target_terms.defjvp, symbolic_zeros=True)
-def _soft_target_terms_jvp(axis, primals, tangents):
-    x, shift, t = primals
-    dx, dshift, dt = (None if type(d) is SymbolicZero else d for d in tangents)
-    total, dot = target_sum(t, shift.dtype, axis), target_dot(t, x, shift, axis)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def softmax_terms(
+    x: jax.Array, shift: jax.Array, index: jax.Array | None, t: jax.Array | None, axis: int
+) -> Terms:
+    """The parts every softmax cross-entropy is made of, with one derivative rule.
+
+    log Z, and when `index` is given the shifted logit of the label, and when the weights `t`
+    (broadcastable to x) are given Σ t and Σ t·(x - shift). All gradient terms of
+    half-precision inputs are summed in float32 and rounded once: rounded apart, p_y - 1 for a
+    confident p_y, or p_c·Σt - t_c for p_c ≈ t_c, would lose their digits. The derivative of
+    the label's logit is a select, which fuses into the pass that writes the gradient (the
+    transpose of a gather is a scatter into a separate [N, C] array of zeros).
+    """
+    picked = None if index is None else _shifted_pick(x, shift, index, axis)
+    total = dot = None
+    if t is not None:
+        total, dot = target_sum(t, shift.dtype, axis), target_dot(t, x, shift, axis)
+    return Terms(log_sum_exp(x, shift, axis), picked, total, dot)
+
+
+def _absent(d: Any) -> bool:
+    return d is None or type(d) is SymbolicZero
+
+
+@functools.partial(softmax_terms.defjvp, symbolic_zeros=True)
+def _softmax_terms_jvp(axis, primals, tangents):
+    x, shift, index, t = primals
+    dx, dshift, _, dt = (None if _absent(d) else d for d in tangents)
+    picked = None if index is None else _shifted_pick(x, shift, index, axis)
+    total = dot = None
+    if t is not None:
+        total, dot = target_sum(t, shift.dtype, axis), target_dot(t, x, shift, axis)
+    d_pick = None if picked is None else jnp.zeros_like(picked)
+    d_total, d_dot = (None, None) if t is None else (jnp.zeros_like(total), jnp.zeros_like(dot))
     if dx is None and dshift is None:
         log_z = log_sum_exp(x, shift, axis)
-        d_log_z, d_dot = jnp.zeros_like(log_z), jnp.zeros_like(dot)
+        d_log_z = jnp.zeros_like(log_z)
     else:
         log_z, p = _log_z_and_probs(x, shift, axis)
         dx = jnp.zeros_like(x, p.dtype) if dx is None else dx.astype(p.dtype)
         dshift = jnp.zeros_like(shift) if dshift is None else dshift
         d_log_z = _d_log_z(p, dx, dshift, axis)
-        tc = t.astype(dot.dtype)
-        d_dot = jnp.sum(tc * dx, axis) - total * jnp.squeeze(dshift, axis)
-    d_total = jnp.zeros_like(total)
+        if index is not None:
+            d_pick = _select(dx, index, axis) - dshift
+        if t is not None:
+            tc = t.astype(p.dtype)
+            d_dot = jnp.sum(tc * dx, axis) - total * jnp.squeeze(dshift, axis)
     if dt is not None:
-        dt = dt.astype(dot.dtype)
+        dt = dt.astype(shift.dtype)
         d_total = jnp.sum(dt, axis)
         d_dot = d_dot + jnp.sum(dt * _floor_shifted(x, shift), axis)
-    return (log_z, total, dot), (d_log_z, d_total, d_dot)
+    return Terms(log_z, picked, total, dot), Terms(d_log_z, d_pick, d_total, d_dot)
 
 
 def target_sum(t: jax.Array, dtype: Any, axis: int) -> jax.Array:
