@@ -87,10 +87,7 @@ def softmax_cross_entropy(
         t = _smooth_targets(t.astype(n.dtype), label_smoothing, n.include, class_count(n, axis))
     elif n.include is not None:
         t = jnp.where(n.include, t, 0)
-    # Σ_c t_c (log Z - s_c) = log Z·Σ_c t_c - Σ_c t_c s_c: both terms are >= 0 (s_c <= 0), and
-    # log Z enters once per example.
-    terms = n.terms(axis, t=t)
-    loss = jnp.squeeze(terms.log_z, axis) * terms.total - terms.dot
+    loss = n.terms(axis, t=t).cross  # Σ_c t_c (log Z - s_c), every term >= 0
     return reduce_examples(loss, n, axis, reduction)
 
 
@@ -164,10 +161,9 @@ def softmax_cross_entropy_with_integer_labels(
     if class_weights is not None:
         loss = lab.weight * loss
     if smoothing:
-        # ε/C · Σ_c w_c (-log p_c) = ε/C · (log Z·Σ_c w_c - Σ_c w_c·shifted_c): shifted logits
-        # are <= 0, so the two sums add without cancelling.
-        total = jnp.expand_dims(terms.total, axis) * log_z - jnp.expand_dims(terms.dot, axis)
-        # With ε = 0 a -inf logit must not turn 0·(huge) into anything but 0.
+        # ε/C · Σ_c w_c (-log p_c). With ε = 0 a -inf logit must not turn 0·(huge) into
+        # anything but 0.
+        total = jnp.expand_dims(terms.cross, axis)
         smooth = jnp.where(label_smoothing != 0, label_smoothing / class_count(n, axis) * total, 0)
         loss = loss + smooth
     loss, weight = finish(loss, lab, n.has_class, axis)
