@@ -41,13 +41,15 @@ def _chunk(h, w, y, eps, zeta, cfg):
 
 def chunk_loss(logits, y, eps, zeta, cfg):
     """Per-example loss of logits [n, V_local] (this shard's slice of the vocabulary) in the
-    compute dtype, with log-probabilities, the label mask and the log-normaliser."""
+    compute dtype, with probabilities, the label mask and the log-normaliser."""
     v_local = logits.shape[-1]
     offset = 0 if cfg.axis_name is None else jax.lax.axis_index(cfg.axis_name) * v_local
     # The shift cancels in the loss, so it carries no gradient (pmax has none either).
     m = _allmax(jax.lax.stop_gradient(jnp.max(logits, -1, keepdims=True)), cfg)
     shifted = logits - m
-    log_z = jnp.log(_allsum(jnp.sum(jnp.exp(shifted), -1, keepdims=True), cfg))
+    e = jnp.exp(shifted)  # one exp per logit: the gradient reuses it
+    z = _allsum(jnp.sum(e, -1, keepdims=True), cfg)
+    log_z = jnp.log(z)
     is_label = (
         jnp.arange(v_local, dtype=y.dtype)[None, :] + jnp.asarray(offset, y.dtype) == y[:, None]
     )  # no gather across shards
@@ -62,21 +64,20 @@ def chunk_loss(logits, y, eps, zeta, cfg):
     if cfg.z_loss:
         d_zeta = lse * lse
         loss = loss + jnp.where(zeta != 0, zeta * d_zeta, 0)  # zeta = 0 with an infinite lse
-    return _Parts(loss[:, 0], shifted - log_z, is_label, lse, d_eps[:, 0], d_zeta[:, 0])
+    return _Parts(loss[:, 0], e / z, is_label, lse, d_eps[:, 0], d_zeta[:, 0])
 
 
 class _Parts(NamedTuple):
     loss: jax.Array  # [n]
-    log_p: jax.Array  # [n, V_local]
+    p: jax.Array  # [n, V_local], probabilities
     is_label: jax.Array  # [n, V_local]
     lse: jax.Array  # [n, 1]
     d_eps: jax.Array  # [n], derivative of the loss with respect to label_smoothing
     d_zeta: jax.Array  # [n], derivative of the loss with respect to z_loss
 
 
-def _dlogits(log_p, is_label, lse, coef, eps, zeta, cfg):
+def _dlogits(p, is_label, lse, coef, eps, zeta, cfg):
     """d loss / d logits, times the per-example coefficient."""
-    p = jnp.exp(log_p)
     if cfg.z_loss:
         p = p * (1 + 2 * zeta * lse)
     target = jnp.where(is_label, 1 - eps, 0) + (eps / cfg.vocab if cfg.smoothing else 0)
@@ -98,7 +99,7 @@ def _scan(h, w, y, coef, eps, zeta, cfg, grads):
         p = _chunk(h_i, w, y_i, eps, zeta, cfg)
         if not grads:
             return dw, (p.loss, None, None)
-        g = _dlogits(p.log_p, p.is_label, p.lse, c_i, eps, zeta, cfg).astype(w.dtype)
+        g = _dlogits(p.p, p.is_label, p.lse, c_i, eps, zeta, cfg).astype(w.dtype)
         dh = jnp.dot(g, w.T, preferred_element_type=eps.dtype)
         dw = dw + jnp.dot(h_i.T, g, preferred_element_type=eps.dtype)
         return dw, (p.loss, dh, jnp.stack([c_i @ p.d_eps, c_i @ p.d_zeta]))
