@@ -53,7 +53,12 @@ def chunk_loss(logits, y, eps, zeta, cfg):
     is_label = (
         jnp.arange(v_local, dtype=y.dtype)[None, :] + jnp.asarray(offset, y.dtype) == y[:, None]
     )  # no gather across shards
-    label = _allsum(jnp.sum(jnp.where(is_label, shifted, 0), -1, keepdims=True), cfg)
+    if cfg.axis_name is None:  # a gather, not another pass over the chunk
+        inside = ((y >= 0) & (y < v_local))[:, None]
+        picked = jnp.take_along_axis(shifted, jnp.clip(y, 0, v_local - 1)[:, None], axis=-1)
+        label = jnp.where(inside, picked, 0)
+    else:
+        label = _allsum(jnp.sum(jnp.where(is_label, shifted, 0), -1, keepdims=True), cfg)
     loss = log_z - label
     d_eps = d_zeta = jnp.zeros_like(loss)  # d loss / d eps and d loss / d zeta
     if cfg.smoothing:
