@@ -14,8 +14,8 @@ from . import reference as ref
 CE_INT = jaxloss.softmax_cross_entropy_with_integer_labels
 OPTIONS = dict(ignore_index=3, class_weights=None, label_smoothing=0.1, z_loss=1e-3)
 
-# (dtype, shape) on XLA:CPU: half precision in one pass (behind a barrier); the soft-target
-# product in blocks with an overlapping last block; leading dims; rows of 2**16+ in blocks.
+# (dtype, shape) on XLA:CPU: half precision in one pass (behind a barrier), short and long
+# rows; leading dims; rows of 2**16+ in blocks, the last block overlapping its neighbour.
 CASES = [
     (jnp.bfloat16, (15, 300)),
     (jnp.bfloat16, (7, 40000)),
