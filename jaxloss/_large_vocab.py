@@ -46,7 +46,6 @@ def chunk_loss(logits, y, eps, zeta, cfg):
     """Per-example loss of logits [n, V_local] (this shard's slice of the vocabulary) in the
     compute dtype, with probabilities, the label mask and the log-normaliser."""
     v_local = logits.shape[-1]
-    offset = 0 if cfg.axis_name is None else jax.lax.axis_index(cfg.axis_name) * v_local
     # The shift cancels in the loss, so it carries no gradient (pmax has none either). Nothing
     # below is written in terms of `logits - m` as an array of its own: XLA:CPU would fuse that
     # subtraction (and the max) into the matmul's kernel, which then holds the product in a
@@ -55,9 +54,7 @@ def chunk_loss(logits, y, eps, zeta, cfg):
     e = jnp.exp(logits - m)  # one exp per logit: the gradient reuses it
     z = _allsum(jnp.sum(e, -1, keepdims=True), cfg)
     log_z = jnp.log(z)
-    is_label = (
-        jnp.arange(v_local, dtype=y.dtype)[None, :] + jnp.asarray(offset, y.dtype) == y[:, None]
-    )  # no gather across shards
+    is_label = _label_mask(y, v_local, cfg)
     if cfg.axis_name is None:  # a gather, not another pass over the chunk
         inside = ((y >= 0) & (y < v_local))[:, None]
         picked = jnp.take_along_axis(logits, jnp.clip(y, 0, v_local - 1)[:, None], axis=-1)
@@ -74,7 +71,7 @@ def chunk_loss(logits, y, eps, zeta, cfg):
     if cfg.z_loss:
         d_zeta = lse * lse
         loss = loss + jnp.where(zeta != 0, zeta * d_zeta, 0)  # zeta = 0 with an infinite lse
-    return _Parts(loss[:, 0], e / z, is_label, lse, d_eps[:, 0], d_zeta[:, 0])
+    return _Parts(loss[:, 0], e / z, is_label, lse, d_eps[:, 0], d_zeta[:, 0], m[:, 0], z[:, 0])
 
 
 class _Parts(NamedTuple):
@@ -84,6 +81,14 @@ class _Parts(NamedTuple):
     lse: jax.Array  # [n, 1]
     d_eps: jax.Array  # [n], derivative of the loss with respect to label_smoothing
     d_zeta: jax.Array  # [n], derivative of the loss with respect to z_loss
+    shift: jax.Array  # [n], the (global) row maximum
+    z: jax.Array  # [n], sum of exp(logits - shift) over the whole vocabulary
+
+
+def _label_mask(y, v_local, cfg):
+    """[n, V_local]: where each label sits in this shard's slice (no gather across shards)."""
+    offset = 0 if cfg.axis_name is None else jax.lax.axis_index(cfg.axis_name) * v_local
+    return jnp.arange(v_local, dtype=y.dtype)[None, :] + jnp.asarray(offset, y.dtype) == y[:, None]
 
 
 def _dlogits(p, is_label, lse, coef, eps, zeta, cfg):
@@ -94,39 +99,74 @@ def _dlogits(p, is_label, lse, coef, eps, zeta, cfg):
     return coef[:, None] * (p - target)
 
 
+def _chunked(x, c, fill=0):
+    """[n, ...] padded with `fill` to whole chunks of `c`: [steps, c, ...]."""
+    pad = -x.shape[0] % c
+    x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1), constant_values=fill)
+    return x.reshape(-1, c, *x.shape[1:])
+
+
+def _transposed_chunks(h, c):
+    """Each chunk of `h` transposed, [steps, d, c], for dW's matmul: as a plain [d, c] @ [c, V]
+    product it runs in XLA:CPU's fast kernel; with a transposed operand it took another path that
+    allocated a chunk-sized buffer at every step (measured 1.19x slower at 8192 x 256 x 32768)."""
+    return jnp.swapaxes(_chunked(h, c), 1, 2)
+
+
+def _grad_step(dw, ht, w, p, is_label, lse, coef, eps, zeta, cfg):
+    """Adds one chunk's share to dW; returns it with the chunk's d hidden."""
+    g = _dlogits(p, is_label, lse, coef, eps, zeta, cfg).astype(w.dtype)
+    dh = jnp.dot(g, w.T, preferred_element_type=eps.dtype)
+    return dw + jnp.dot(ht, g, preferred_element_type=eps.dtype), dh
+
+
 def _scan(h, w, y, coef, eps, zeta, cfg, grads):
-    """Runs over chunks of tokens; returns the losses, and the gradients when asked."""
+    """Runs over chunks of tokens. Returns per example the loss, the shift, the normaliser and
+    d loss / d eps; with `grads`, also the gradients of sum(coef * loss)."""
     n, d = h.shape
     c = cfg.chunk
-    steps = -(-n // c)
-    pad = steps * c - n
-    hc = jnp.pad(h, ((0, pad), (0, 0))).reshape(steps, c, d)
-    # Each chunk also transposed ([d, c]) for dW's matmul: as a plain [d, c] @ [c, V] product it
-    # runs in XLA:CPU's fast kernel; with a transposed operand it took another path that allocated
-    # a chunk-sized buffer at every step (measured 1.19x slower at 8192 x 256 x 32768).
-    ht = jnp.swapaxes(hc, 1, 2) if grads else None
-    yc = jnp.pad(y, (0, pad)).reshape(steps, c)
-    cc = jnp.pad(coef, (0, pad)).reshape(steps, c)
+    xs = (_chunked(h, c), _transposed_chunks(h, c) if grads else None, _chunked(y, c))
 
     def step(dw, xs):
         h_i, ht_i, y_i, c_i = xs
         p = _chunk(h_i, w, y_i, eps, zeta, cfg)
+        stats = (p.loss, p.shift, p.z, p.d_eps)
         if not grads:
-            return dw, (p.loss, None, None)
-        g = _dlogits(p.p, p.is_label, p.lse, c_i, eps, zeta, cfg).astype(w.dtype)
-        dh = jnp.dot(g, w.T, preferred_element_type=eps.dtype)
-        dw = dw + jnp.dot(ht_i, g, preferred_element_type=eps.dtype)
-        return dw, (p.loss, dh, jnp.stack([c_i @ p.d_eps, c_i @ p.d_zeta]))
+            return dw, (stats, None, None)
+        dw, dh = _grad_step(dw, ht_i, w, p.p, p.is_label, p.lse, c_i, eps, zeta, cfg)
+        return dw, (stats, dh, jnp.stack([c_i @ p.d_eps, c_i @ p.d_zeta]))
 
     dw0 = _varying(jnp.zeros(w.shape, eps.dtype), h, w, coef) if grads else None
-    dw, (loss, dh, d_opts) = jax.lax.scan(step, dw0, (hc, ht, yc, cc))
-    loss = loss.reshape(-1)[:n]
+    dw, (stats, dh, d_opts) = jax.lax.scan(step, dw0, (*xs, _chunked(coef, c)))
+    stats = tuple(a.reshape(-1)[:n] for a in stats)
     if not grads:
-        return loss, None
+        return stats, None
     # Under shard_map these are per-device partial sums; the backward rules sum them over the
     # mesh axes along which the inputs are replicated, after scaling by the cotangent.
     d_eps, d_zeta = jnp.sum(d_opts, 0)
-    return loss, (dh.reshape(-1, d)[:n], dw, d_eps, d_zeta)
+    return stats, (dh.reshape(-1, d)[:n], dw, d_eps, d_zeta)
+
+
+def _scan_saved(h, w, y, coef, shift, z, eps, zeta, cfg):
+    """The gradients of sum(coef * loss) from each example's shift and normaliser saved by the
+    forward pass: per chunk one matmul, one exp per logit and the two gradient matmuls, with no
+    max or sum over the vocabulary."""
+    n, d = h.shape
+    c = cfg.chunk
+
+    def step(dw, xs):
+        h_i, ht_i, y_i, c_i, m_i, z_i = xs
+        logits = jnp.dot(h_i, w, preferred_element_type=eps.dtype)
+        m_i, z_i = m_i[:, None], z_i[:, None]
+        p = jnp.exp(logits - m_i) / z_i
+        is_label = _label_mask(y_i, logits.shape[-1], cfg)
+        return _grad_step(dw, ht_i, w, p, is_label, m_i + jnp.log(z_i), c_i, eps, zeta, cfg)
+
+    xs = (_chunked(h, c), _transposed_chunks(h, c), _chunked(y, c), _chunked(coef, c))
+    xs = (*xs, _chunked(shift, c), _chunked(z, c, fill=1))  # padded rows: finite p, coef 0
+    dw0 = _varying(jnp.zeros(w.shape, eps.dtype), h, w, coef, shift, z)
+    dw, dh = jax.lax.scan(step, dw0, xs)
+    return dh.reshape(-1, d)[:n], dw
 
 
 def _vma(x):
@@ -151,12 +191,12 @@ def _sum_to(grad, primal):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
 def _weighted_total(h, w, y, coef, eps, zeta, cfg):
     """sum(coef * loss): the gradients are computed in the forward pass (6·N·D·V flops)."""
-    loss, _ = _scan(h, w, y, coef, eps, zeta, cfg, grads=False)
+    (loss, *_), _ = _scan(h, w, y, coef, eps, zeta, cfg, grads=False)
     return jnp.sum(coef * loss)
 
 
 def _weighted_total_fwd(h, w, y, coef, eps, zeta, cfg):
-    loss, grads = _scan(h, w, y, coef, eps, zeta, cfg, grads=True)
+    (loss, *_), grads = _scan(h, w, y, coef, eps, zeta, cfg, grads=True)
     return jnp.sum(coef * loss), (grads, h, w, coef, eps, zeta)
 
 
@@ -183,19 +223,24 @@ _weighted_total.defvjp(_weighted_total_fwd, _weighted_total_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
 def _per_example(h, w, y, keep, eps, zeta, cfg):
-    """keep * loss per example: an arbitrary cotangent per example, so the backward recomputes."""
-    loss, _ = _scan(h, w, y, keep, eps, zeta, cfg, grads=False)
+    """keep * loss per example: an arbitrary cotangent per example, so the backward pass
+    recomputes the logits (from each example's saved shift and normaliser)."""
+    (loss, *_), _ = _scan(h, w, y, keep, eps, zeta, cfg, grads=False)
     return keep * loss
 
 
 def _per_example_fwd(h, w, y, keep, eps, zeta, cfg):
-    return _per_example(h, w, y, keep, eps, zeta, cfg), (h, w, y, keep, eps, zeta)
+    (loss, shift, z, d_eps), _ = _scan(h, w, y, keep, eps, zeta, cfg, grads=False)
+    return keep * loss, (h, w, y, keep, eps, zeta, shift, z, d_eps)
 
 
 def _per_example_bwd(cfg, res, g):
-    h, w, y, keep, eps, zeta = res
-    _, grads = _scan(h, w, y, keep * g, eps, zeta, cfg, grads=True)
-    return _cotangents(grads, h, w, keep, eps, zeta)
+    h, w, y, keep, eps, zeta, shift, z, d_eps = res
+    coef = keep * g
+    dh, dw = _scan_saved(h, w, y, coef, shift, z, eps, zeta, cfg)
+    lse = shift + jnp.log(z)
+    d_zeta = coef @ (lse * lse) if cfg.z_loss else jnp.zeros_like(eps)
+    return _cotangents((dh, dw, coef @ d_eps, d_zeta), h, w, keep, eps, zeta)
 
 
 _per_example.defvjp(_per_example_fwd, _per_example_bwd)
