@@ -44,12 +44,13 @@ def _chunk(h, w, y, eps, zeta, cfg):
 
 def chunk_loss(logits, y, eps, zeta, cfg):
     """Per-example loss of logits [n, V_local] (this shard's slice of the vocabulary) in the
-    compute dtype, with probabilities, the label mask and the log-normaliser."""
+    compute dtype, with what its gradient needs: probabilities, label mask, log-normaliser,
+    and the shift and normaliser (sum of exponentials) that make it up."""
     v_local = logits.shape[-1]
     # The shift cancels in the loss, so it carries no gradient (pmax has none either). Nothing
     # below is written in terms of `logits - m` as an array of its own: XLA:CPU would fuse that
     # subtraction (and the max) into the matmul's kernel, which then holds the product in a
-    # buffer of its own, allocated afresh at every step once it passes 32 MiB.
+    # buffer of its own, mapped afresh at every step (seen from 24 MiB chunks on).
     m = _allmax(jax.lax.stop_gradient(jnp.max(logits, -1, keepdims=True)), cfg)
     e = jnp.exp(logits - m)  # one exp per logit: the gradient reuses it
     z = _allsum(jnp.sum(e, -1, keepdims=True), cfg)
