@@ -147,8 +147,9 @@ def softmax_cross_entropy_with_integer_labels(
     logits = _checks.check_float(logits, "logits")
     axis = _checks.check_axis(axis, logits.ndim)
     _checks.check_unit_interval(label_smoothing, "label_smoothing")
-    n = normalize(logits, axis, where)
-    lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, n.dtype)
+    dtype = compute_dtype(logits.dtype)
+    lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, dtype)
+    n = normalize(logits, axis, where, lab.index)
     smoothing = not is_static_zero(label_smoothing)
     t = _smoothing_weights(n, class_weights, axis) if smoothing else None
     terms = n.terms(axis, lab.index, t)
@@ -235,8 +236,9 @@ def _label_log_prob(logits, labels, axis, where, ignore_index, class_weights):
     """log p_y and the label bookkeeping, shared by the focal and Poly-1 losses."""
     logits = _checks.check_float(logits, "logits")
     axis = _checks.check_axis(axis, logits.ndim)
-    n = normalize(logits, axis, where)
-    lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, n.dtype)
+    dtype = compute_dtype(logits.dtype)
+    lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, dtype)
+    n = normalize(logits, axis, where, lab.index)
     terms = n.terms(axis, lab.index)
     return terms.picked - terms.log_z, lab, n.has_class, axis
 

@@ -33,6 +33,7 @@ class Normalized(NamedTuple):
     log_z: jax.Array  # log sum exp(x - shift), keepdims; 0 for a row that is all -inf
     include: jax.Array | None  # broadcast `where`, or None when every class is included
     has_class: jax.Array | None  # per example (keepdims): at least one class included
+    guard: bool = False  # the shift may lie far below the max (see sampled_shift)
 
     @property
     def dtype(self) -> Any:
@@ -47,12 +48,25 @@ class Normalized(NamedTuple):
 
     def terms(self, axis: int, index: Any = None, t: Any = None) -> Terms:
         """softmax_terms of the logits: log Z, and the label's or the weights' parts."""
-        return softmax_terms(self.x, self.shift, index, t, axis)
+        return softmax_terms(self.x, self.shift, index, t, axis, self.guard)
 
 
-def normalize(logits: jax.Array, axis: int, where: Any) -> Normalized:
-    """log_softmax in parts, with `where` excluding classes."""
+def normalize(logits: jax.Array, axis: int, where: Any, index: Any = None) -> Normalized:
+    """log_softmax in parts, with `where` excluding classes.
+
+    With the labels' `index` (keepdims) and no `where`, XLA:CPU shifts by sampled_shift in
+    place of the row max.
+    """
     x = logits
+    if where is None and index is not None and x.shape[axis] >= _SAMPLED_MIN_CLASSES:
+        shift = jax.lax.platform_dependent(
+            x,
+            index,
+            cpu=functools.partial(sampled_shift, axis=axis),
+            default=lambda x, index: _max(x, axis),
+        )
+        shift = jax.lax.stop_gradient(shift)
+        return Normalized(x, shift, log_sum_exp(x, shift, axis, True), None, None, True)
     include = has_class = None
     if where is not None:
         include = _checks.check_broadcastable(where, x.shape, "where", "logits").astype(bool)
@@ -67,13 +81,84 @@ def normalize(logits: jax.Array, axis: int, where: Any) -> Normalized:
     return Normalized(x, shift, log_sum_exp(x, shift, axis), include, has_class)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def log_sum_exp(x: jax.Array, shift: jax.Array, axis: int) -> jax.Array:
-    """log Σ exp(x - shift) along `axis` (keepdims), in shift's dtype; 0 for an all -inf row."""
-    z = row_sum(_exp_shifted, (x,), (shift,), axis, shift.dtype)
-    # z >= 1 (the max's own term) except for an all -inf row: log 0 would put -inf into the
-    # gradient. A max, not a select: XLA:CPU fuses it with the reductions around it.
-    return jnp.log(jnp.maximum(z, 1))
+_SAMPLE = 128  # classes whose max (with the label's logit) stands in for the row max
+_SAMPLED_MIN_CLASSES = 2**12  # below, the pass saved costs less than the steps added
+
+
+def _max(x: jax.Array, axis: int) -> jax.Array:
+    return jnp.max(x, axis, keepdims=True).astype(compute_dtype(x.dtype))
+
+
+def sampled_shift(x: jax.Array, index: jax.Array, axis: int) -> jax.Array:
+    """The max of the first _SAMPLE logits and the label's: a shift for exp(x - shift) that
+    costs no pass over the logits.
+
+    On this side of the row max, Σ exp(x - shift) >= 1. It overflows when the max lies more
+    than ~88 (float32) above; the sums then start again from the exact max (`_guarded`). The
+    label is in the sample so that a confident right answer, whose loss is a small difference,
+    is shifted by its own logit exactly as with the max.
+    """
+    head = jax.lax.slice_in_dim(x, 0, _SAMPLE, axis=axis)
+    shift = jnp.maximum(jnp.max(head, axis, keepdims=True), jnp.take_along_axis(x, index, axis))
+    shift = shift.astype(compute_dtype(x.dtype))
+    return jnp.where(jnp.isfinite(shift), shift, 0)  # -inf (or NaN) logits: any z >= 1 is right
+
+
+@jax.custom_batching.custom_vmap
+def _any(flags: jax.Array) -> jax.Array:
+    return jnp.any(flags)
+
+
+@_any.def_vmap
+def _any_vmap(axis_size, in_batched, flags):
+    # One answer for the whole batch, so that under vmap the cond stays a branch (a batched
+    # predicate would run both sides): taking the exact side for every example is still exact.
+    return _any(flags), False
+
+
+def _guarded(x: jax.Array, shift: jax.Array, axis: int, sums: Any) -> tuple:
+    """sums(x, shift) -> (z, *rest) with z = Σ exp(x - shift), redone from the exact max when
+    any z overflowed (or is below 1, or NaN). Returns log z relative to `shift`, and the z and
+    rest of the pass kept."""
+
+    def exact(x, shift, first):
+        m = _max(x, axis)
+        z, *rest = sums(x, m)
+        z = jnp.maximum(z, 1)  # 0 for an all -inf row, as in log_sum_exp
+        return (jnp.log(z) + (m - shift), z, *rest)
+
+    def kept(x, shift, first):
+        return (jnp.log(first[0]), *first)
+
+    first = sums(x, shift)
+    bad = _any(~((first[0] >= 1) & (first[0] < jnp.inf)))
+    return jax.lax.cond(jax.lax.stop_gradient(bad), exact, kept, x, shift, first)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def log_sum_exp(x: jax.Array, shift: jax.Array, axis: int, guard: bool = False) -> jax.Array:
+    """log Σ exp(x - shift) along `axis` (keepdims), in shift's dtype; 0 for an all -inf row.
+
+    With `guard`, the shift may lie below the row max by any amount (on XLA:CPU).
+    """
+    if guard:
+        sums = functools.partial(_sum_exp, axis=axis)
+        cpu = lambda x, shift: _guarded(x, shift, axis, sums)[0]  # noqa: E731
+        return jax.lax.platform_dependent(x, shift, cpu=cpu, default=_plain_log_sum_exp(axis))
+    return _plain_log_sum_exp(axis)(x, shift)
+
+
+def _plain_log_sum_exp(axis: int) -> Any:
+    def f(x, shift):
+        # z >= 1 (the max's own term) except for an all -inf row: log 0 would put -inf into
+        # the gradient. A max, not a select: XLA:CPU fuses it with the reductions around it.
+        return jnp.log(jnp.maximum(_sum_exp(x, shift, axis)[0], 1))
+
+    return f
+
+
+def _sum_exp(x: jax.Array, shift: jax.Array, axis: int) -> tuple:
+    return (row_sum(_exp_shifted, (x,), (shift,), axis, shift.dtype),)
 
 
 def _exp_shifted(x: jax.Array, shift: jax.Array) -> jax.Array:
@@ -142,10 +227,10 @@ def _sum_last(f: Any, args: list) -> jax.Array:
 
 
 @log_sum_exp.defjvp
-def _log_sum_exp_jvp(axis, primals, tangents):
+def _log_sum_exp_jvp(axis, guard, primals, tangents):
     x, shift = primals
     dx, dshift = tangents
-    log_z, p = _log_z_and_probs(x, shift, axis)
+    log_z, p = _log_z_and_probs(x, shift, axis, guard)
     return log_z, _d_log_z(p, dx.astype(p.dtype), dshift, axis)
 
 
@@ -153,19 +238,33 @@ def _d_log_z(p: jax.Array, dx: jax.Array, dshift: jax.Array, axis: int) -> jax.A
     return jnp.sum(p * dx, axis, keepdims=True) - jnp.sum(p, axis, keepdims=True) * dshift
 
 
-def _log_z_and_probs(x: jax.Array, shift: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+def _log_z_and_probs(
+    x: jax.Array, shift: jax.Array, axis: int, guard: bool = False
+) -> tuple[jax.Array, jax.Array]:
     if x.dtype == shift.dtype:
         # Full precision: XLA stores the exponentials once and the gradient reads them back,
         # one exp per logit.
-        e = jnp.exp(x - shift)
-        z = jnp.sum(e, axis, keepdims=True)
-        z = jnp.maximum(z, 1)
-        return jnp.log(z), e / z
+        def sums(x, shift):
+            e = jnp.exp(x - shift)
+            return jnp.sum(e, axis, keepdims=True), e
+
+        def plain(x, shift):
+            z, e = sums(x, shift)
+            z = jnp.maximum(z, 1)
+            return jnp.log(z), e / z
+
+        def cpu(x, shift):
+            log_z, z, e = _guarded(x, shift, axis, sums)
+            return log_z, e / z
+
+        if not guard:
+            return plain(x, shift)
+        return jax.lax.platform_dependent(x, shift, cpu=cpu, default=plain)
     # Half precision: stored float32 exponentials would be twice the input's bytes, so the
     # gradient recomputes them from the half-precision logits, in the one pass that writes
     # it. x - (shift + log z) is not the primal's x - shift, so XLA does not merge the two
     # into one stored float32 array.
-    log_z = log_sum_exp(x, shift, axis)
+    log_z = log_sum_exp(x, shift, axis, guard)
     return log_z, jnp.exp(x.astype(shift.dtype) - (shift + log_z))
 
 
@@ -207,9 +306,14 @@ class Terms(NamedTuple):
     cross: jax.Array | None  # Σ t·(-log p), no keepdims
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
 def softmax_terms(
-    x: jax.Array, shift: jax.Array, index: jax.Array | None, t: jax.Array | None, axis: int
+    x: jax.Array,
+    shift: jax.Array,
+    index: jax.Array | None,
+    t: jax.Array | None,
+    axis: int,
+    guard: bool = False,
 ) -> Terms:
     """The parts every softmax cross-entropy is made of, with one derivative rule.
 
@@ -220,7 +324,7 @@ def softmax_terms(
     is a select, which fuses into the pass that writes the gradient (the transpose of a
     gather is a scatter into a separate [N, C] array of zeros).
     """
-    log_z = log_sum_exp(x, shift, axis)
+    log_z = log_sum_exp(x, shift, axis, guard)
     picked = None if index is None else _shifted_pick(x, shift, index, axis)
     cross = None if t is None else cross_sum(t, x, shift, log_z, axis, barrier=False)
     return Terms(log_z, picked, cross)
@@ -231,16 +335,16 @@ def _absent(d: Any) -> bool:
 
 
 @functools.partial(softmax_terms.defjvp, symbolic_zeros=True)
-def _softmax_terms_jvp(axis, primals, tangents):
+def _softmax_terms_jvp(axis, guard, primals, tangents):
     x, shift, index, t = primals
     dx, dshift, _, dt = (None if _absent(d) else d for d in tangents)
     picked = None if index is None else _shifted_pick(x, shift, index, axis)
     d_pick = None if picked is None else jnp.zeros_like(picked)
     if dx is None and dshift is None:
-        log_z = log_sum_exp(x, shift, axis)
+        log_z = log_sum_exp(x, shift, axis, guard)
         d_log_z = jnp.zeros_like(log_z)
     else:
-        log_z, p = _log_z_and_probs(x, shift, axis)
+        log_z, p = _log_z_and_probs(x, shift, axis, guard)
         dx = jnp.zeros_like(x, p.dtype) if dx is None else dx.astype(p.dtype)
         dshift = jnp.zeros_like(shift) if dshift is None else dshift
         d_log_z = _d_log_z(p, dx, dshift, axis)

@@ -65,6 +65,25 @@ def test_jit_with_vocab_sharded_logits_never_gathers(kw):
     _close(step(x, y), jax.value_and_grad(f)(LOGITS, y))
 
 
+@pytest.mark.parametrize("kw", [OPTIONS[0], OPTIONS[2]])
+def test_jit_with_wide_vocab_sharded_rows_never_gathers(kw):
+    # Rows of 2**12+ classes take the sampled shift (its first 128 logits live on one vocab
+    # shard), and one row's max lies far above them: the exact branch, sharded too.
+    n, v = 16, 8192
+    x = jax.random.normal(KEYS[0], (n, v), jnp.float32).at[3, 5000].set(300.0)
+    y = jax.random.randint(KEYS[1], (n,), 0, v, jnp.int32).at[::5].set(-100 if kw else 0)
+    mesh = _mesh(2, 4)
+    xs = jax.device_put(x, NamedSharding(mesh, P("data", "vocab")))
+    ys = jax.device_put(y, NamedSharding(mesh, P("data")))
+
+    def f(x, y):
+        return REF(x, y, reduction="mean", **kw)
+
+    step = jax.jit(jax.value_and_grad(f))
+    assert "all-gather" not in step.lower(xs, ys).compile().as_text()
+    _close(step(xs, ys), jax.value_and_grad(f)(x, y))
+
+
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("kw", OPTIONS[1:])
 def test_shard_map_cross_entropy_equals_single_device(kw, reduction):

@@ -42,7 +42,11 @@ def _tolerance(dtype):
 @pytest.mark.parametrize("dtype,shape", CASES)
 @pytest.mark.parametrize("options", [{}, OPTIONS], ids=["plain", "options"])
 def test_value_and_gradient_match_float64(dtype, shape, options):
-    x, labels = _data(dtype, shape)
+    _check_against_float64(*_data(dtype, shape), options)
+
+
+def _check_against_float64(x, labels, options):
+    dtype, shape = x.dtype, x.shape
     x64 = x.astype(jnp.float64)
     cw = jnp.linspace(0.5, 2.0, shape[-1]) if options else None
     opts = dict(options, class_weights=cw) if options else {}
@@ -73,6 +77,98 @@ def test_value_and_gradient_match_float64(dtype, shape, options):
     np.testing.assert_allclose(np.asarray(grad, np.float64), exact_grad, rtol=grad_rtol, atol=atol)
     per_example = jax.jit(lambda x: CE_INT(x, labels, **opts))(x)
     np.testing.assert_allclose(per_example, exact_loss, rtol=value_rtol, atol=1e-6)
+
+
+# Rows of 2**12+ classes with integer labels are shifted by the max of the first 128 logits and
+# the label's (one pass fewer than the row max). A row whose max lies far above overflows,
+# and the batch is summed again from the exact max.
+def _wide(dtype, seed=0, spike=False):
+    x, labels = _data(dtype, (6, 5000), seed)
+    labels = labels.at[1].set(4321)
+    if spike:  # 400 above the first 128 logits and the label's: exp overflows from there
+        x = x.at[1, 3000].set(400)
+    return x, labels
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("spike", [False, True], ids=["sampled", "overflow"])
+@pytest.mark.parametrize("options", [{}, OPTIONS], ids=["plain", "options"])
+def test_sampled_shift_matches_float64(dtype, spike, options):
+    _check_against_float64(*_wide(dtype, spike=spike), options)
+
+
+@pytest.mark.parametrize("spike", [False, True], ids=["sampled", "overflow"])
+def test_sampled_shift_in_focal_and_poly1(spike):
+    x, labels = _wide(jnp.float32, spike=spike)
+    x64, y = np.asarray(x, np.float64), np.asarray(labels)
+    for loss, exact in [
+        (jaxloss.softmax_focal_loss, ref.softmax_focal),
+        (jaxloss.poly1_cross_entropy, ref.poly1),
+    ]:
+        grad = jax.grad(lambda x: loss(x, labels).sum())(x)  # noqa: B023
+        np.testing.assert_allclose(loss(x, labels), exact(x64, y), rtol=1e-5)
+        exact_grad = jax.grad(lambda x: loss(x, labels).sum())(x.astype(jnp.float64))  # noqa: B023
+        np.testing.assert_allclose(grad, exact_grad, rtol=1e-4, atol=1e-9)
+
+
+def test_sampled_shift_along_a_leading_axis():
+    x, labels = _wide(jnp.float32, spike=True)
+
+    def loss(x, axis):
+        return CE_INT(x, labels, axis=axis, reduction="sum")
+
+    value, grad = jax.value_and_grad(loss)(x.T, 0)
+    np.testing.assert_allclose(value, loss(x, -1), rtol=1e-6)
+    np.testing.assert_allclose(grad.T, jax.grad(loss)(x, -1), rtol=1e-6, atol=1e-12)
+
+
+def test_sampled_shift_of_an_ignored_row_with_no_finite_sample():
+    # The label (clipped ignore_index 3) and the first 128 logits are -inf, the rest far
+    # below 0: the shift falls back to 0, every exp underflows and the exact max takes over.
+    x, labels = _wide(jnp.float32)
+    x = x.at[0, :128].set(-jnp.inf).at[0, 128:].add(-300)
+    _check_against_float64(x, labels, OPTIONS)
+
+
+def test_sampled_shift_keeps_a_confident_loss_as_exact_as_the_max():
+    # With the label in the sample, a right answer well above the rest is shifted by its own
+    # logit, as by the row max: the loss log(1 + Σ exp(x_c - x_y)) ~ 1e-3 is the same. Shifted
+    # by the first logits' max (~10 below), it would be the difference of two numbers near 10,
+    # off by ~4e-4 of itself. (`where` takes the row max.)
+    x, labels = _wide(jnp.float32)
+    x = x.at[jnp.arange(6), labels].set(20.0)
+    loss = CE_INT(x, labels)
+    by_max = CE_INT(x, labels, where=jnp.ones(x.shape[-1], bool))
+    exact, _ = ref.integer_cross_entropy(np.asarray(x, np.float64), np.asarray(labels))
+    assert np.all((exact > 1e-4) & (exact < 1e-2))
+    np.testing.assert_allclose(loss, by_max, rtol=1e-6)
+    np.testing.assert_allclose(loss, exact, rtol=1e-3)
+
+
+def test_vmap_over_the_sampled_shift_keeps_one_branch():
+    # One example's overflow sends the whole vmapped batch to the exact sums: the branch
+    # condition is shared, so the compiled program keeps a conditional (both branches of a
+    # batched condition would run every time).
+    data = [_wide(jnp.float32, seed, spike=seed == 1) for seed in range(3)]
+    xs, ys = (jnp.stack(parts) for parts in zip(*data, strict=True))
+    step = jax.vmap(jax.value_and_grad(lambda x, y: CE_INT(x, y, reduction="mean")))
+    assert "conditional(" in jax.jit(step).lower(xs, ys).compile().as_text()
+    values, grads = jax.jit(step)(xs, ys)
+    for i, (x, y) in enumerate(data):
+        value, grad = jax.value_and_grad(lambda x, y: CE_INT(x, y, reduction="mean"))(x, y)
+        np.testing.assert_allclose(values[i], value, rtol=1e-6)
+        np.testing.assert_allclose(grads[i], grad, rtol=1e-5, atol=1e-9)
+
+
+def test_sampled_shift_hessian_vector_product():
+    # Second derivatives through the branch: H v = p·v - p (p·v) per row, with float64 p.
+    x, labels = _wide(jnp.float32, spike=True)
+    v = jnp.asarray(np.random.default_rng(5).normal(size=x.shape), jnp.float32)
+    _, hv = jax.jvp(jax.grad(lambda x: CE_INT(x, labels).sum()), (x,), (v,))
+    p = ref.softmax(np.asarray(x, np.float64))
+    v64 = np.asarray(v, np.float64)
+    exact = p * v64 - p * np.sum(p * v64, -1, keepdims=True)
+    np.testing.assert_allclose(hv, exact, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype,shape", CASES)
