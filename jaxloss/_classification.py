@@ -114,6 +114,10 @@ def softmax_cross_entropy_with_integer_labels(
     The smoothing and class-weight terms are PyTorch's ``cross_entropy`` exactly; the
     z-loss :math:`\zeta (\log Z)^2` is PaLM's, weighted like the example.
 
+    On XLA:CPU, without ``where`` and from 4096 classes on, the exponentials are shifted by the
+    max of the first 128 logits and the label's rather than by the row max (a pass fewer); if
+    a row's sum overflows, the batch is summed again from the row max.
+
     Args:
       logits: unnormalised log-probabilities, ``[..., C]``.
       labels: integer class indices, ``logits.shape`` without ``axis``.
