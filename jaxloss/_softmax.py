@@ -170,8 +170,9 @@ def log_sum_exp(x: jax.Array, shift: jax.Array, axis: int, guard: bool = False) 
 def _plain_log_sum_exp(axis: int) -> Any:
     def f(x, shift):
         # z >= 1 (the max's own term) except for an all -inf row: log 0 would put -inf into
-        # the gradient. Arithmetic, not a select: XLA:CPU fuses it with the reductions.
-        return jnp.log(at_least_one(_sum_exp(x, shift, axis)[0]))
+        # the gradient. A max (not differentiated here: the rule below is), as XLA:CPU fuses
+        # it with the reduction; z + (z < 1) would store the exponentials of short rows.
+        return jnp.log(jnp.maximum(_sum_exp(x, shift, axis)[0], 1))
 
     return f
 
