@@ -30,7 +30,7 @@ class Normalized(NamedTuple):
 
     x: jax.Array  # logits in their own dtype; excluded classes at -inf
     shift: jax.Array  # the row max, or sampled_shift (no gradient), compute dtype, keepdims
-    log_z: jax.Array  # log sum exp(x - shift), keepdims (0 for an all -inf row and the row max)
+    log_z: jax.Array  # log sum exp(x - shift), keepdims; 0 for an all -inf row shifted by 0
     include: jax.Array | None  # broadcast `where`, or None when every class is included
     has_class: jax.Array | None  # per example (keepdims): at least one class included
     guard: bool = False  # the shift may lie far below the max (see sampled_shift)
@@ -73,7 +73,7 @@ def normalize(logits: jax.Array, axis: int, where: Any, index: Any = None) -> No
         has_class = jnp.any(include, axis, keepdims=True)
         x = jnp.where(include, x, -jnp.inf)
     # The shift cancels in every loss, so it carries no gradient.
-    shift = jax.lax.stop_gradient(jnp.max(x, axis, keepdims=True).astype(compute_dtype(x.dtype)))
+    shift = jax.lax.stop_gradient(_max(x, axis))
     if has_class is not None:
         # A row with nothing included is all -inf: shift it by 0, not by -inf (NaN). Without
         # `where` the plain x - max(x) is kept, a pattern XLA:CPU fuses into one pass.
@@ -163,18 +163,16 @@ def log_sum_exp(x: jax.Array, shift: jax.Array, axis: int, guard: bool = False) 
     if guard:
         sums = functools.partial(_sum_exp, axis=axis)
         cpu = lambda x, shift: _guarded(x, shift, axis, sums)[0]  # noqa: E731
-        return jax.lax.platform_dependent(x, shift, cpu=cpu, default=_plain_log_sum_exp(axis))
-    return _plain_log_sum_exp(axis)(x, shift)
+        plain = functools.partial(_log_sum_exp_from_max, axis=axis)
+        return jax.lax.platform_dependent(x, shift, cpu=cpu, default=plain)
+    return _log_sum_exp_from_max(x, shift, axis)
 
 
-def _plain_log_sum_exp(axis: int) -> Any:
-    def f(x, shift):
-        # z >= 1 (the max's own term) except for an all -inf row: log 0 would put -inf into
-        # the gradient. A max (not differentiated here: the rule below is), as XLA:CPU fuses
-        # it with the reduction; z + (z < 1) would store the exponentials of short rows.
-        return jnp.log(jnp.maximum(_sum_exp(x, shift, axis)[0], 1))
-
-    return f
+def _log_sum_exp_from_max(x: jax.Array, shift: jax.Array, axis: int) -> jax.Array:
+    # z >= 1 (the max's own term) except for an all -inf row: log 0 would put -inf into the
+    # gradient. A max (not differentiated here: the rule below is), as XLA:CPU fuses it with
+    # the reduction; z + (z < 1) would store the exponentials of short rows.
+    return jnp.log(jnp.maximum(_sum_exp(x, shift, axis)[0], 1))
 
 
 def _sum_exp(x: jax.Array, shift: jax.Array, axis: int) -> tuple:

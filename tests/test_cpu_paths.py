@@ -332,8 +332,8 @@ def test_gradient_holds_no_logit_sized_temporary(dtype, c, kind):
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU buffer assignment")
 @pytest.mark.parametrize("kind", ["labels", "soft"])
 def test_forward_of_short_rows_holds_no_logit_sized_temporary(kind):
-    # The log-normaliser's floor at 1 must stay a form XLA:CPU fuses into the row sums: a
-    # select or z + (z < 1) there stores the [N, C] exponentials.
+    # The log-normaliser's floor at 1 must stay a form XLA:CPU fuses into the row sums:
+    # z + (z < 1) there stores the [N, C] exponentials.
     n, c = 8192, 1000
     x = jnp.zeros((n, c))
     if kind == "soft":
