@@ -28,10 +28,10 @@ def check_axis(axis: Any, ndim: int, name: str = "logits") -> int:
 
 
 def check_float(x: Any, name: str) -> jax.Array:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
-    return x
+    arr: jax.Array = jnp.asarray(x)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {arr.dtype}")
+    return arr
 
 
 def check_same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
@@ -42,20 +42,27 @@ def check_same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> No
         )
 
 
-def check_broadcastable(mask: Any, shape: tuple[int, ...], name: str, to: str) -> jax.Array:
-    mask = jnp.asarray(mask)
+def check_broadcastable(
+    mask: Any, shape: tuple[int, ...], name: str, to: str, expand: bool = True
+) -> jax.Array:
+    """`mask` broadcast to `shape`; with expand=False, only given `shape`'s rank (leading 1s)."""
+    mask_: jax.Array = jnp.asarray(mask)
+    mask = mask_
     try:
         fits = np.broadcast_shapes(mask.shape, shape) == tuple(shape)
     except ValueError:
         fits = False
     if not fits:
         raise ValueError(f"{name} of shape {mask.shape} cannot be broadcast to {to}.shape={shape}")
-    return jnp.broadcast_to(mask, shape)
+    if expand:
+        return jnp.broadcast_to(mask, shape)
+    return mask_.reshape((1,) * (len(shape) - mask_.ndim) + mask_.shape)
 
 
 def check_labels(labels: Any, logits_shape: tuple[int, ...], axis: int, name: str) -> jax.Array:
     """Integer labels whose shape is the logits' shape without the class axis."""
-    labels = jnp.asarray(labels)
+    arr: jax.Array = jnp.asarray(labels)
+    labels = arr
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(
             f"labels must be an integer array of class indices, got dtype {labels.dtype}; "
@@ -67,7 +74,7 @@ def check_labels(labels: Any, logits_shape: tuple[int, ...], axis: int, name: st
             f"labels.shape={labels.shape} must equal {name}.shape={logits_shape} without its "
             f"class axis {axis}, i.e. {expected}"
         )
-    return labels
+    return arr
 
 
 def is_concrete(x: Any) -> bool:
@@ -101,11 +108,33 @@ def check_unit_interval(value: Any, name: str) -> None:
         raise ValueError(f"{name} must lie in [0, 1], got {float(v)}")
 
 
-def check_class_weights(class_weights: Any, num_classes: int, dtype: Any) -> jax.Array:
-    w = jnp.asarray(class_weights)
-    if w.shape != (num_classes,):
+def check_class_vector(value: Any, num_classes: int, name: str) -> jax.Array:
+    """A `[num_classes]` array, one entry per class (or per class of this device's slice)."""
+    v = jnp.asarray(value)
+    if v.shape != (num_classes,):
         raise ValueError(
-            f"class_weights must have shape ({num_classes},), one weight per class, got "
-            f"class_weights.shape={w.shape}"
+            f"{name} must have shape ({num_classes},), one entry per class, got "
+            f"{name}.shape={v.shape}"
         )
-    return w.astype(dtype)
+    return v
+
+
+def check_sign(value: Any, name: str, strict: bool) -> None:
+    """Checks value > 0 (`strict`) or >= 0 when it is concrete (a traced schedule is trusted;
+    None means the option is off)."""
+    if value is None or not is_concrete(value):
+        return
+    v = np.asarray(value)
+    if v.ndim or not np.issubdtype(v.dtype, np.number):
+        raise ValueError(f"{name} must be a scalar, got {value!r}")
+    if not (float(v) > 0.0 if strict else float(v) >= 0.0):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} 0, got {float(v)}")
+
+
+def check_has_classes(shape: tuple[int, ...], axis: int, name: str) -> None:
+    """Integer labels need at least one class to point at."""
+    if shape[axis] == 0:
+        raise ValueError(
+            f"{name} has no classes: {name}.shape={shape} is 0 along the class axis {axis}, "
+            "so no label can be scored"
+        )

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxloss import _checks
+from jaxloss._cross_entropy import labelled_loss, prepare
+from jaxloss._dtypes import compute_dtype, is_static_zero
+from jaxloss._labels import Labels, finish, prepare_labels
 from jaxloss._reduction import Reduction, reduce
-from jaxloss._softmax import (
-    class_count,
-    compute_dtype,
-    finish,
-    is_static_zero,
-    normalize,
-    pick,
-    prepare_labels,
-    reduce_examples,
-)
+from jaxloss._softmax import empty_classes, mask_classes, pick, reduce_examples, softmax_parts
 
 
 def _xlogy_term(t: jax.Array, neg_log_p: jax.Array) -> jax.Array:
@@ -27,18 +20,13 @@ def _xlogy_term(t: jax.Array, neg_log_p: jax.Array) -> jax.Array:
     return t * jnp.where(t > 0, neg_log_p, 0)
 
 
-def _smooth_targets(t: jax.Array, label_smoothing: Any, include: Any, count: Any) -> jax.Array:
-    t = (1 - label_smoothing) * t + label_smoothing / count
-    return t if include is None else jnp.where(include, t, 0)
-
-
 def softmax_cross_entropy(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     *,
     axis: int = -1,
-    where: Any = None,
-    label_smoothing: Any = 0.0,
+    where: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
     reduction: Reduction = "none",
 ) -> jax.Array:
     r"""Cross-entropy between target probabilities and ``softmax(logits)``.
@@ -79,28 +67,35 @@ def softmax_cross_entropy(
     targets = _checks.check_float(targets, "targets")
     _checks.check_same_shape(logits, targets, "logits", "targets")
     _checks.check_unit_interval(label_smoothing, "label_smoothing")
-    n = normalize(logits, axis, where)
+    if logits.shape[axis] == 0:
+        return empty_classes(logits, axis, reduction)
+    m = mask_classes(logits, axis, where)
     # Half-precision targets stay so: each pass converts its block (a stored float32 copy
     # would be twice their bytes).
     t = targets
     if not is_static_zero(label_smoothing):
-        t = _smooth_targets(t.astype(n.dtype), label_smoothing, n.include, class_count(n, axis))
-    elif n.include is not None:
-        t = jnp.where(n.include, t, 0)
-    loss = n.terms(axis, t=t).cross  # Σ_c t_c (log Z - s_c), every term >= 0
-    return reduce_examples(loss, n, axis, reduction)
+        dtype = compute_dtype(logits.dtype)
+        eps = jnp.asarray(label_smoothing, dtype)
+        t = (1 - eps) * t.astype(dtype) + eps / m.class_count(dtype)
+        t = t if m.include is None else jnp.where(m.include, t, 0)
+    elif m.include is not None:
+        t = jnp.where(m.include, t, 0)
+    cross = softmax_parts(m.x, None, t, m.rows).cross  # Σ_c t_c (-log p_c), every term >= 0
+    assert cross is not None
+    return reduce_examples(cross, m, reduction)
 
 
 def softmax_cross_entropy_with_integer_labels(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     ignore_index: int | None = None,
-    class_weights: Any = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
+    class_weights: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    logit_soft_cap: ArrayLike | None = None,
     reduction: Reduction = "none",
 ) -> jax.Array:
     r"""Cross-entropy of ``softmax(logits)`` against integer labels, without a one-hot array.
@@ -112,13 +107,9 @@ def softmax_cross_entropy_with_integer_labels(
         p = \operatorname{softmax}(x),\ \log Z = \operatorname{logsumexp}(x)
 
     The smoothing and class-weight terms are PyTorch's ``cross_entropy`` exactly; the
-    z-loss :math:`\zeta (\log Z)^2` is PaLM's, weighted like the example.
-
-    On XLA:CPU, without ``where`` and from 4096 classes on, the exponentials are shifted by the
-    max of the first 128 logits and the label's rather than by the row max (a pass fewer). If
-    a row's sum overflows, or is not finite (NaN or ±inf logits; a row whose first 128 logits
-    and label are all -inf), the batch is summed again from the row max: 1.4–1.6× the time,
-    measured at 2048 × 32768 and 512 × 131072.
+    z-loss :math:`\zeta (\log Z)^2` is PaLM's, weighted like the example. With
+    ``logit_soft_cap`` :math:`c`, the logits are first replaced by :math:`c \tanh(x / c)`
+    (Gemma 2), and everything above, the z-loss included, uses the capped logits.
 
     Args:
       logits: unnormalised log-probabilities, ``[..., C]``.
@@ -131,6 +122,7 @@ def softmax_cross_entropy_with_integer_labels(
       class_weights: ``[C]`` weights :math:`w` (1 when None).
       label_smoothing: :math:`\varepsilon \in [0, 1]`.
       z_loss: :math:`\zeta \ge 0`, the weight of the squared log-normaliser.
+      logit_soft_cap: :math:`c > 0`, or None for no cap.
       reduction: ``"none"``, ``"sum"``, or ``"mean"``: the sum divided by the summed weight
         :math:`\sum w_y` of the non-ignored examples (0 when every example is ignored).
 
@@ -152,52 +144,29 @@ def softmax_cross_entropy_with_integer_labels(
     """
     logits = _checks.check_float(logits, "logits")
     axis = _checks.check_axis(axis, logits.ndim)
-    _checks.check_unit_interval(label_smoothing, "label_smoothing")
-    dtype = compute_dtype(logits.dtype)
-    lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, dtype)
-    n = normalize(logits, axis, where, lab.index)
-    smoothing = not is_static_zero(label_smoothing)
-    t = _smoothing_weights(n, class_weights, axis) if smoothing else None
-    terms = n.terms(axis, lab.index, t)
-    log_z = terms.log_z
-    loss = (1 - label_smoothing) * (log_z - terms.picked)
-    if not is_static_zero(z_loss):
-        lse = log_z + n.shift
-        # A huge log Z squares to inf; with z_loss = 0 that must stay 0, not 0·inf = NaN.
-        loss = loss + jnp.where(z_loss != 0, z_loss * lse * lse, 0)
-    if class_weights is not None:
-        loss = lab.weight * loss
-    if smoothing:
-        # ε/C · Σ_c w_c (-log p_c). With ε = 0 a -inf logit must not turn 0·(huge) into
-        # anything but 0.
-        total = jnp.expand_dims(terms.cross, axis)
-        smooth = jnp.where(label_smoothing != 0, label_smoothing / class_count(n, axis) * total, 0)
-        loss = loss + smooth
-    loss, weight = finish(loss, lab, n.has_class, axis)
+    options = dict(
+        ignore_index=ignore_index,
+        class_weights=class_weights,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        logit_soft_cap=logit_soft_cap,
+    )
+    lab, opts = prepare(logits.shape, logits.dtype, labels, axis, "logits", options)
+    loss, weight = labelled_loss(logits, lab, where, opts, axis)
     return reduce(loss, reduction, weight)
 
 
-def _smoothing_weights(n: Any, class_weights: Any, axis: int) -> jax.Array:
-    """The class weights w_c of the smoothing sum, 0 on excluded classes, broadcastable to the
-    logits (a [C] row is not broadcast: XLA:CPU would store the [N, C] copy)."""
-    shape = [1] * n.x.ndim
-    shape[axis] = n.x.shape[axis]
-    if class_weights is None:
-        w = jnp.ones(shape, n.dtype)
-    else:
-        w = jnp.asarray(class_weights).astype(n.dtype).reshape(shape)
-    if n.include is not None:
-        w = jnp.where(n.include, w, 0)
-    return w
+def _weighted(lab: Labels, loss: jax.Array) -> jax.Array:
+    return loss if lab.weight is None else lab.weight * loss
 
 
 def nll_loss(
-    log_probs: Any,
-    labels: Any,
+    log_probs: ArrayLike,
+    labels: ArrayLike,
     *,
     axis: int = -1,
     ignore_index: int | None = None,
-    class_weights: Any = None,
+    class_weights: ArrayLike | None = None,
     reduction: Reduction = "none",
 ) -> jax.Array:
     r"""Negative log-likelihood of integer labels under given log-probabilities.
@@ -230,30 +199,38 @@ def nll_loss(
     log_probs = _checks.check_float(log_probs, "log_probs")
     axis = _checks.check_axis(axis, log_probs.ndim, "log_probs")
     dtype = compute_dtype(log_probs.dtype)
+    w = None
+    if class_weights is not None:
+        w = _checks.check_class_vector(class_weights, log_probs.shape[axis], "class_weights")
     lab = prepare_labels(
-        labels, log_probs.shape, axis, "log_probs", ignore_index, class_weights, dtype
+        labels, log_probs.shape, axis, "log_probs", ignore_index, w, log_probs.shape[axis], dtype
     )
-    loss = _weighted(lab, -pick(log_probs, lab.index, axis).astype(dtype))
+    loss = _weighted(lab, -pick(log_probs, lab.label, axis).astype(dtype))
     loss, weight = finish(loss, lab, None, axis)
     return reduce(loss, reduction, weight)
 
 
-def _label_log_prob(logits, labels, axis, where, ignore_index, class_weights):
+def _label_log_prob(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: int,
+    where: ArrayLike | None,
+    ignore_index: int | None,
+    class_weights: ArrayLike | None,
+) -> tuple[jax.Array, Labels, jax.Array | None, int]:
     """log p_y and the label bookkeeping, shared by the focal and Poly-1 losses."""
-    logits = _checks.check_float(logits, "logits")
-    axis = _checks.check_axis(axis, logits.ndim)
-    dtype = compute_dtype(logits.dtype)
-    lab = prepare_labels(labels, logits.shape, axis, "logits", ignore_index, class_weights, dtype)
-    n = normalize(logits, axis, where, lab.index)
-    terms = n.terms(axis, lab.index)
-    return terms.picked - terms.log_z, lab, n.has_class, axis
+    x = _checks.check_float(logits, "logits")
+    axis = _checks.check_axis(axis, x.ndim)
+    options = dict(ignore_index=ignore_index, class_weights=class_weights)
+    options.update(label_smoothing=0, z_loss=0, logit_soft_cap=None)
+    lab, _ = prepare(x.shape, x.dtype, labels, axis, "logits", options)
+    m = mask_classes(x, axis, where)
+    _, log_z, picked, _ = softmax_parts(m.x, lab.label, None, m.rows)
+    assert picked is not None
+    return picked - log_z, lab, m.has_class, axis
 
 
-def _weighted(lab, loss):
-    return loss if lab.weight is None else lab.weight * loss
-
-
-def _safe_pow(base: jax.Array, exponent: Any) -> jax.Array:
+def _safe_pow(base: jax.Array, exponent: ArrayLike) -> jax.Array:
     # base**γ with base in [0, 1]: at base = 0 the derivative γ·base^(γ-1) can be inf·0 = NaN,
     # so take the power of a safe base and put back 0**γ (1 for γ = 0, else 0) by hand.
     positive = base > 0
@@ -263,14 +240,14 @@ def _safe_pow(base: jax.Array, exponent: Any) -> jax.Array:
 
 
 def softmax_focal_loss(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
-    gamma: Any = 2.0,
+    gamma: ArrayLike = 2.0,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     ignore_index: int | None = None,
-    class_weights: Any = None,
+    class_weights: ArrayLike | None = None,
     reduction: Reduction = "none",
 ) -> jax.Array:
     r"""Multi-class focal loss on integer labels: cross-entropy scaled down on easy examples.
@@ -314,14 +291,14 @@ def softmax_focal_loss(
 
 
 def poly1_cross_entropy(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
-    epsilon: Any = 1.0,
+    epsilon: ArrayLike = 1.0,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     ignore_index: int | None = None,
-    class_weights: Any = None,
+    class_weights: ArrayLike | None = None,
     reduction: Reduction = "none",
 ) -> jax.Array:
     r"""Poly-1 loss: cross-entropy plus :math:`\epsilon` times the first polynomial term.
@@ -368,7 +345,7 @@ def _log_sigmoid_pair(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
 
 
-def _elementwise(loss: jax.Array, where: Any, reduction: Reduction) -> jax.Array:
+def _elementwise(loss: jax.Array, where: ArrayLike | None, reduction: Reduction) -> jax.Array:
     if where is None:
         return reduce(loss, reduction)
     include = _checks.check_broadcastable(where, loss.shape, "where", "logits")
@@ -376,12 +353,12 @@ def _elementwise(loss: jax.Array, where: Any, reduction: Reduction) -> jax.Array
 
 
 def sigmoid_binary_cross_entropy(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     *,
-    pos_weight: Any = None,
-    label_smoothing: Any = 0.0,
-    where: Any = None,
+    pos_weight: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    where: ArrayLike | None = None,
     reduction: Reduction = "none",
 ) -> jax.Array:
     r"""Elementwise binary cross-entropy of independent sigmoid outputs (multi-label).
@@ -423,7 +400,8 @@ def sigmoid_binary_cross_entropy(
     log_p, log_not_p = _log_sigmoid_pair(logits)
     y = targets.astype(log_p.dtype)
     if not is_static_zero(label_smoothing):
-        y = (1 - label_smoothing) * y + label_smoothing / 2
+        eps = jnp.asarray(label_smoothing, y.dtype)
+        y = (1 - eps) * y + eps / 2
     pos = _xlogy_term(y, -log_p)
     if pos_weight is not None:
         pw = _checks.check_broadcastable(pos_weight, y.shape, "pos_weight", "logits")
@@ -432,7 +410,15 @@ def sigmoid_binary_cross_entropy(
     return _elementwise(loss, where, reduction)
 
 
-def binary_cross_entropy(probs: Any, targets: Any, *, reduction: Reduction = "none") -> jax.Array:
+def _clamped_log(p: jax.Array) -> jax.Array:
+    # log 0 = -inf would reach the gradient as 0·inf; the clamp's branch carries no gradient.
+    positive = p > 0
+    return jnp.where(positive, jnp.maximum(jnp.log(jnp.where(positive, p, 1)), -100), -100)
+
+
+def binary_cross_entropy(
+    probs: ArrayLike, targets: ArrayLike, *, reduction: Reduction = "none"
+) -> jax.Array:
     r"""Elementwise binary cross-entropy of probabilities, each log clamped at -100.
 
     .. math::
@@ -467,18 +453,12 @@ def binary_cross_entropy(probs: Any, targets: Any, *, reduction: Reduction = "no
     return reduce(loss, reduction)
 
 
-def _clamped_log(p: jax.Array) -> jax.Array:
-    # log 0 = -inf would reach the gradient as 0·inf; the clamp's branch carries no gradient.
-    positive = p > 0
-    return jnp.where(positive, jnp.maximum(jnp.log(jnp.where(positive, p, 1)), -100), -100)
-
-
 def sigmoid_focal_loss(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     *,
-    alpha: Any = None,
-    gamma: Any = 2.0,
+    alpha: ArrayLike | None = None,
+    gamma: ArrayLike = 2.0,
     reduction: Reduction = "none",
 ) -> jax.Array:
     r"""Elementwise binary focal loss: sigmoid cross-entropy scaled down on easy outputs.

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxloss import _checks
 from jaxloss._reduction import Reduction
-from jaxloss._softmax import Normalized, normalize, reduce_examples
+from jaxloss._softmax import Masked, log_softmax, mask_classes, reduce_examples
 
 
 def _log_probs(
-    logits: Any, axis: int, where: Any, name: str = "logits"
-) -> tuple[Normalized, jax.Array, int]:
-    logits = _checks.check_float(logits, name)
-    axis = _checks.check_axis(axis, logits.ndim, name)
-    n = normalize(logits, axis, where)
-    return n, n.log_probs(), axis
+    logits: ArrayLike, axis: int, where: ArrayLike | None, name: str = "logits"
+) -> tuple[Masked, jax.Array, int]:
+    x = _checks.check_float(logits, name)
+    axis = _checks.check_axis(axis, x.ndim, name)
+    m = mask_classes(x, axis, where)
+    return m, log_softmax(m), axis
 
 
 def _plogp_ratio(p: jax.Array, log_p: jax.Array, log_q: jax.Array) -> jax.Array:
@@ -28,11 +27,18 @@ def _plogp_ratio(p: jax.Array, log_p: jax.Array, log_q: jax.Array) -> jax.Array:
     return jnp.where(support, p * (jnp.where(support, log_p, 0) - jnp.where(support, log_q, 0)), 0)
 
 
-def _per_example(values: jax.Array, n: Normalized, axis: int, reduction: Reduction) -> jax.Array:
-    return reduce_examples(jnp.sum(values, axis), n, axis, reduction)
+def _per_example(values: jax.Array, m: Masked, reduction: Reduction) -> jax.Array:
+    # A class axis of size 0 sums to 0.
+    return reduce_examples(jnp.sum(values, m.rows.axis, keepdims=True), m, reduction)
 
 
-def entropy(logits: Any, *, axis: int = -1, where: Any = None) -> jax.Array:
+def entropy(
+    logits: ArrayLike,
+    *,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "none",
+) -> jax.Array:
     r"""Shannon entropy (in nats) of ``softmax(logits)``.
 
     .. math::
@@ -45,9 +51,12 @@ def entropy(logits: Any, *, axis: int = -1, where: Any = None) -> jax.Array:
       logits: unnormalised log-probabilities, ``[..., C]``.
       axis: the class axis.
       where: boolean, broadcastable to ``logits``: classes to include.
+      reduction: ``"none"``, ``"mean"`` over examples (those with an included class), or
+        ``"sum"``.
 
     Returns:
-      Per-example entropies of shape ``logits.shape`` without ``axis`` (float32 or wider).
+      Per-example entropies of shape ``logits.shape`` without ``axis`` (float32 or wider), or a
+      scalar.
 
     Example:
       >>> import jax.numpy as jnp
@@ -55,17 +64,17 @@ def entropy(logits: Any, *, axis: int = -1, where: Any = None) -> jax.Array:
       >>> print(jaxloss.entropy(jnp.log(jnp.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]))))
       [0.6931 0.    ]
     """
-    n, log_p, axis = _log_probs(logits, axis, where)
+    m, log_p, axis = _log_probs(logits, axis, where)
     p = jnp.exp(log_p)
-    return _per_example(_plogp_ratio(p, jnp.zeros_like(log_p), log_p), n, axis, "none")
+    return _per_example(_plogp_ratio(p, jnp.zeros_like(log_p), log_p), m, reduction)
 
 
 def kl_divergence(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     *,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     reduction: Reduction = "none",
 ) -> jax.Array:
     r"""Kullback–Leibler divergence of ``softmax(logits)`` from the target distribution.
@@ -97,21 +106,21 @@ def kl_divergence(
       >>> print(f"{jaxloss.kl_divergence(jnp.log(jnp.array([0.25, 0.25, 0.5])), y):.4f}")
       0.6931
     """
-    n, log_q, axis = _log_probs(logits, axis, where)
+    m, log_q, axis = _log_probs(logits, axis, where)
     targets = _checks.check_float(targets, "targets")
     _checks.check_same_shape(log_q, targets, "logits", "targets")
     y = targets.astype(log_q.dtype)
-    if n.include is not None:
-        y = jnp.where(n.include, y, 0)
-    return _per_example(_plogp_ratio(y, jnp.log(jnp.where(y > 0, y, 1)), log_q), n, axis, reduction)
+    if m.include is not None:
+        y = jnp.where(m.include, y, 0)
+    return _per_example(_plogp_ratio(y, jnp.log(jnp.where(y > 0, y, 1)), log_q), m, reduction)
 
 
 def js_divergence(
-    logits_p: Any,
-    logits_q: Any,
+    logits_p: ArrayLike,
+    logits_q: ArrayLike,
     *,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     reduction: Reduction = "none",
 ) -> jax.Array:
     r"""Jensen–Shannon divergence between ``softmax(logits_p)`` and ``softmax(logits_q)``.
@@ -140,7 +149,7 @@ def js_divergence(
       >>> print(f"{jaxloss.js_divergence(p, q):.4f}")
       0.6931
     """
-    n, log_p, axis = _log_probs(logits_p, axis, where, "logits_p")
+    m, log_p, axis = _log_probs(logits_p, axis, where, "logits_p")
     _, log_q, _ = _log_probs(logits_q, axis, where, "logits_q")
     _checks.check_same_shape(log_p, log_q, "logits_p", "logits_q")
     p, q = jnp.exp(log_p), jnp.exp(log_q)
@@ -148,4 +157,4 @@ def js_divergence(
     either = (p > 0) | (q > 0)
     log_m = jnp.logaddexp(jnp.where(either, log_p, 0), jnp.where(either, log_q, 0)) - jnp.log(2.0)
     values = 0.5 * (_plogp_ratio(p, log_p, log_m) + _plogp_ratio(q, log_q, log_m))
-    return _per_example(values, n, axis, reduction)
+    return _per_example(values, m, reduction)

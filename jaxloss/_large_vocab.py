@@ -1,4 +1,11 @@
-"""Fused linear + softmax cross-entropy that never holds the [N, V] logits."""
+"""Fused linear + softmax cross-entropy that never holds the [N, V] logits.
+
+A scan over chunks of tokens computes each chunk's logits, applies the integer-label
+cross-entropy to them (`_cross_entropy.labelled_loss`, the definition every path shares) and
+pulls its gradient back through the chunk's two matmuls, under a custom_vjp whose backward
+pass holds one chunk too. The vocabulary-parallel version is the same scan with the
+vocabulary's sums taken over a mesh axis.
+"""
 
 from __future__ import annotations
 
@@ -7,366 +14,279 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxloss import _checks
-from jaxloss._reduction import Reduction
-from jaxloss._softmax import compute_dtype, is_static_zero
+from jaxloss._cross_entropy import LabelOptions, labelled_loss, prepare
+from jaxloss._dtypes import compute_dtype
+from jaxloss._labels import Labels, example_weight
+from jaxloss._reduction import AxisName, Reduction, all_sum, reduce
 
-# Default chunk: about 2**23 logits (32 MiB in float32) per step of the scan, and at least 256
-# tokens. Each step reads and writes the whole [D, V] weight gradient and repacks the weight for
-# one matmul, whatever the chunk's length, so short chunks pay that many times over.
-_CHUNK_ELEMENTS = 2**23
-_MIN_CHUNK = 256
+# Each step reads and writes the whole [D, V] weight gradient whatever the chunk's length, so
+# the default chunk holds about CHUNK_ELEMENTS logits and at least MIN_CHUNK tokens.
+CHUNK_ELEMENTS = 2**23
+MIN_CHUNK = 256
 
 
 class _Config(NamedTuple):
-    """Static options of one fused call (hashable, so custom_vjp can take it as nondiff)."""
+    """Static options of one fused call (hashable: custom_vjp takes it as nondiff)."""
 
-    chunk: int
-    vocab: int  # the full vocabulary, summed over shards
-    smoothing: bool
-    z_loss: bool
-    axis_name: Any  # mesh axis the vocabulary is split over, or None
+    chunk: int  # tokens per step
+    axis_name: AxisName  # mesh axis the vocabulary is split over, or None
+    terms: tuple[bool, bool, bool]  # label_smoothing, z_loss, logit_soft_cap are on
 
 
-def _allmax(x, cfg):
-    return x if cfg.axis_name is None else jax.lax.pmax(x, cfg.axis_name)
+class _Inputs(NamedTuple):
+    """What each chunk's loss needs besides hidden and weight; `hyper` is differentiable."""
+
+    lab: Labels  # [N, 1] fields
+    where: jax.Array | None  # [V] (this device's slice)
+    class_weights: jax.Array | None
+    hyper: tuple[jax.Array, jax.Array, jax.Array]  # label_smoothing, z_loss, logit_soft_cap
 
 
-def _allsum(x, cfg):
-    return x if cfg.axis_name is None else jax.lax.psum(x, cfg.axis_name)
+def _options(inputs: _Inputs, hyper: tuple[jax.Array, ...], cfg: _Config) -> LabelOptions:
+    terms = zip(hyper, cfg.terms, (0, 0, None), strict=True)
+    eps, zeta, cap = (v if on else off for v, on, off in terms)
+    return LabelOptions(eps, zeta, cap, inputs.class_weights)
 
 
-def _chunk(h, w, y, eps, zeta, cfg):
-    """Loss of one chunk of tokens, and what its gradient needs."""
-    return chunk_loss(jnp.dot(h, w, preferred_element_type=eps.dtype), y, eps, zeta, cfg)
-
-
-def chunk_loss(logits, y, eps, zeta, cfg):
-    """Per-example loss of logits [n, V_local] (this shard's slice of the vocabulary) in the
-    compute dtype, with what its gradient needs: probabilities, label mask, log-normaliser,
-    and the shift and normaliser (sum of exponentials) that make it up."""
-    v_local = logits.shape[-1]
-    # The shift cancels in the loss, so it carries no gradient (pmax has none either). Nothing
-    # below is written in terms of `logits - m` as an array of its own: XLA:CPU would fuse that
-    # subtraction (and the max) into the matmul's kernel, which then holds the product in a
-    # buffer of its own, mapped afresh at every step (seen from 24 MiB chunks on).
-    m = _allmax(jax.lax.stop_gradient(jnp.max(logits, -1, keepdims=True)), cfg)
-    e = jnp.exp(logits - m)  # one exp per logit: the gradient reuses it
-    z = _allsum(jnp.sum(e, -1, keepdims=True), cfg)
-    log_z = jnp.log(z)
-    is_label = _label_mask(y, v_local, cfg)
-    if cfg.axis_name is None:  # a gather, not another pass over the chunk
-        inside = ((y >= 0) & (y < v_local))[:, None]
-        picked = jnp.take_along_axis(logits, jnp.clip(y, 0, v_local - 1)[:, None], axis=-1)
-        label = jnp.where(inside, picked - m, 0)
-    else:  # exactly one shard holds a valid label
-        label = _allsum(jnp.sum(jnp.where(is_label, logits, 0), -1, keepdims=True), cfg) - m
-    loss = log_z - label
-    d_eps = d_zeta = jnp.zeros_like(loss)  # d loss / d eps and d loss / d zeta
-    if cfg.smoothing:
-        mean_logit = _allsum(jnp.sum(logits, -1, keepdims=True), cfg) / cfg.vocab
-        d_eps = label - (mean_logit - m)
-        loss = loss + eps * d_eps
-    lse = log_z + m
-    if cfg.z_loss:
-        d_zeta = lse * lse
-        loss = loss + jnp.where(zeta != 0, zeta * d_zeta, 0)  # zeta = 0 with an infinite lse
-    return _Parts(loss[:, 0], e / z, is_label, lse, d_eps[:, 0], d_zeta[:, 0], m[:, 0], z[:, 0])
-
-
-class _Parts(NamedTuple):
-    loss: jax.Array  # [n]
-    p: jax.Array  # [n, V_local], probabilities
-    is_label: jax.Array  # [n, V_local]
-    lse: jax.Array  # [n, 1]
-    d_eps: jax.Array  # [n], derivative of the loss with respect to label_smoothing
-    d_zeta: jax.Array  # [n], derivative of the loss with respect to z_loss
-    shift: jax.Array  # [n], the (global) row maximum
-    z: jax.Array  # [n], sum of exp(logits - shift) over the whole vocabulary
-
-
-def _label_mask(y, v_local, cfg):
-    """[n, V_local]: where each label sits in this shard's slice (no gather across shards)."""
-    offset = 0 if cfg.axis_name is None else jax.lax.axis_index(cfg.axis_name) * v_local
-    return jnp.arange(v_local, dtype=y.dtype)[None, :] + jnp.asarray(offset, y.dtype) == y[:, None]
-
-
-def _dlogits(p, is_label, lse, coef, eps, zeta, cfg):
-    """d loss / d logits, times the per-example coefficient."""
-    if cfg.z_loss:
-        p = p * (1 + 2 * zeta * lse)
-    target = jnp.where(is_label, 1 - eps, 0) + (eps / cfg.vocab if cfg.smoothing else 0)
-    return coef[:, None] * (p - target)
-
-
-def _chunked(x, c, fill=0):
-    """[n, ...] padded with `fill` to whole chunks of `c`: [steps, c, ...]."""
+def _chunked(x: jax.Array, c: int) -> jax.Array:
+    """[n, ...] padded with zeros to whole chunks of `c`: [steps, c, ...]."""
     pad = -x.shape[0] % c
-    x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1), constant_values=fill)
+    x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
     return x.reshape(-1, c, *x.shape[1:])
 
 
-def _transposed(hc):
-    """Each chunk of `hc` transposed, [steps, d, c], for dW's matmul: as a plain [d, c] @ [c, V]
-    product it runs in XLA:CPU's fast kernel; with a transposed operand it took another path that
-    allocated a chunk-sized buffer at every step (measured 1.19x slower at 8192 x 256 x 32768)."""
-    return jnp.swapaxes(hc, 1, 2)
-
-
-def _grad_step(dw, ht, w, p, is_label, lse, coef, eps, zeta, cfg):
-    """Adds one chunk's share to dW; returns it with the chunk's d hidden."""
-    g = _dlogits(p, is_label, lse, coef, eps, zeta, cfg).astype(w.dtype)
-    dh = jnp.dot(g, w.T, preferred_element_type=eps.dtype)
-    return dw + jnp.dot(ht, g, preferred_element_type=eps.dtype), dh
-
-
-def _scan(h, w, y, coef, eps, zeta, cfg, grads):
-    """Runs over chunks of tokens. Returns per example the loss, the shift, the normaliser and
-    d loss / d eps; with `grads`, also the gradients of sum(coef * loss)."""
-    n, d = h.shape
-    c = cfg.chunk
-    hc = _chunked(h, c)
-    xs = (hc, _transposed(hc) if grads else None, _chunked(y, c))
-
-    def step(dw, xs):
-        h_i, ht_i, y_i, c_i = xs
-        p = _chunk(h_i, w, y_i, eps, zeta, cfg)
-        stats = (p.loss, p.shift, p.z, p.d_eps)
-        if not grads:
-            return dw, (stats, None, None)
-        dw, dh = _grad_step(dw, ht_i, w, p.p, p.is_label, p.lse, c_i, eps, zeta, cfg)
-        return dw, (stats, dh, jnp.stack([c_i @ p.d_eps, c_i @ p.d_zeta]))
-
-    dw0 = _varying(jnp.zeros(w.shape, eps.dtype), h, w, coef) if grads else None
-    dw, (stats, dh, d_opts) = jax.lax.scan(step, dw0, (*xs, _chunked(coef, c)))
-    stats = tuple(a.reshape(-1)[:n] for a in stats)
-    if not grads:
-        return stats, None
-    # Under shard_map these are per-device partial sums; the backward rules sum them over the
-    # mesh axes along which the inputs are replicated, after scaling by the cotangent.
-    d_eps, d_zeta = jnp.sum(d_opts, 0)
-    return stats, (dh.reshape(-1, d)[:n], dw, d_eps, d_zeta)
-
-
-def _scan_saved(h, w, y, coef, shift, z, eps, zeta, cfg):
-    """The gradients of sum(coef * loss) from each example's shift and normaliser saved by the
-    forward pass: per chunk one matmul, one exp per logit and the two gradient matmuls, with no
-    max or sum over the vocabulary."""
-    n, d = h.shape
-    c = cfg.chunk
-
-    def step(dw, xs):
-        h_i, ht_i, y_i, c_i, m_i, z_i = xs
-        logits = jnp.dot(h_i, w, preferred_element_type=eps.dtype)
-        m_i, z_i = m_i[:, None], z_i[:, None]
-        p = jnp.exp(logits - m_i) / z_i
-        is_label = _label_mask(y_i, logits.shape[-1], cfg)
-        return _grad_step(dw, ht_i, w, p, is_label, m_i + jnp.log(z_i), c_i, eps, zeta, cfg)
-
-    hc = _chunked(h, c)
-    xs = (hc, _transposed(hc), _chunked(y, c), _chunked(coef, c))
-    xs = (*xs, _chunked(shift, c), _chunked(z, c, fill=1))  # padded rows: finite p, coef 0
-    dw0 = _varying(jnp.zeros(w.shape, eps.dtype), h, w, coef, shift, z)
-    dw, dh = jax.lax.scan(step, dw0, xs)
-    return dh.reshape(-1, d)[:n], dw
-
-
-def _vma(x):
+def _vma(x: Any) -> frozenset[Any]:
     """The shard_map mesh axes along which `x` varies (none outside shard_map)."""
     aval = jax.typeof(x)
     manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10; `vma` before
     return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
 
 
-def _varying(x, *like):
+def _varying(x: jax.Array, *like: Any) -> jax.Array:
     """Marks `x` as varying along every mesh axis that any of `like` varies along."""
     axes = tuple(sorted(frozenset().union(*map(_vma, like)) - _vma(x), key=str))
     return jax.lax.pcast(x, axes, to="varying") if axes else x
 
 
-def _sum_to(grad, primal):
+def _sum_to(grad: jax.Array, primal: jax.Array) -> jax.Array:
     """The cotangent of a value replicated along a mesh axis is the sum over that axis."""
     axes = tuple(sorted(_vma(grad) - _vma(primal), key=str))
     return jax.lax.psum(grad, axes) if axes else grad
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _weighted_total(h, w, y, coef, eps, zeta, cfg):
-    """sum(coef * loss): the gradients are computed in the forward pass (6·N·D·V flops)."""
-    (loss, *_), _ = _scan(h, w, y, coef, eps, zeta, cfg, grads=False)
-    return jnp.sum(coef * loss)
+def _scan(
+    h: jax.Array, w: jax.Array, inputs: _Inputs, cot: jax.Array | None, cfg: _Config
+) -> tuple[jax.Array, Any]:
+    """Per-example losses [n]; with cotangents `cot` [n], also the gradients of Σ cot·loss
+    with respect to hidden, weight and the hyperparameters."""
+    n, d = h.shape
+    acc = compute_dtype(h.dtype)
+    hc = _chunked(h, cfg.chunk)
+    # dW's matmul takes each chunk transposed, [d, c] @ [c, V], rather than a transposed operand.
+    ht = None if cot is None else jnp.swapaxes(hc, 1, 2)
+    labs = jax.tree.map(lambda a: _chunked(a, cfg.chunk), inputs.lab)
+    cots = None if cot is None else _chunked(cot, cfg.chunk)
+
+    def loss(logits: jax.Array, hyper: tuple[jax.Array, ...], lab: Labels) -> jax.Array:
+        opts = _options(inputs, hyper, cfg)
+        return labelled_loss(logits, lab, inputs.where, opts, 1, cfg.axis_name)[0]
+
+    def step(carry: Any, xs: Any) -> tuple[Any, Any]:
+        h_i, ht_i, lab, cot_i = xs
+        logits = jnp.dot(h_i, w, preferred_element_type=acc)
+        if cot is None:
+            return carry, (loss(logits, inputs.hyper, lab), None)
+        values, pull = jax.vjp(functools.partial(loss, lab=lab), logits, inputs.hyper)
+        g, d_hyper = pull(_varying(cot_i.astype(values.dtype), values))
+        g = g.astype(w.dtype)
+        dw, d_hyper_sum = carry
+        dw = dw + jnp.dot(ht_i, g, preferred_element_type=acc)
+        d_hyper_sum = jax.tree.map(jnp.add, d_hyper_sum, d_hyper)
+        return (dw, d_hyper_sum), (values, jnp.dot(g, w.T, preferred_element_type=acc))
+
+    carry = None
+    if cot is not None:
+        dw0 = _varying(jnp.zeros(w.shape, acc), h, w, cot, *jax.tree.leaves(inputs))
+        carry = (dw0, jax.tree.map(jnp.zeros_like, inputs.hyper))
+    carry, (values, dh) = jax.lax.scan(step, carry, (hc, ht, labs, cots))
+    values = values.reshape(-1)[:n]
+    if cot is None:
+        return values, None
+    dw, d_hyper = carry  # type: ignore[misc]
+    return values, (dh.reshape(-1, d)[:n], dw, d_hyper)
 
 
-def _weighted_total_fwd(h, w, y, coef, eps, zeta, cfg):
-    (loss, *_), grads = _scan(h, w, y, coef, eps, zeta, cfg, grads=True)
-    return jnp.sum(coef * loss), (grads, h, w, coef, eps, zeta)
+def _cotangents(grads: Any, scale: jax.Array, h: jax.Array, w: jax.Array, inputs: _Inputs) -> Any:
+    """Gradients times `scale`, summed over the mesh axes their inputs are replicated on, in
+    their inputs' dtypes; labels, masks and class weights get none."""
+    dh, dw, d_hyper = grads
+    d_hyper = tuple(_sum_to(d * scale, x) for d, x in zip(d_hyper, inputs.hyper, strict=True))
+    none = _Inputs(jax.tree.map(lambda _: None, inputs.lab), None, None, d_hyper)
+    return (_sum_to(dh * scale, h).astype(h.dtype), _sum_to(dw * scale, w).astype(w.dtype), none)
 
 
-def _weighted_total_bwd(cfg, res, g):
-    (dh, dw, d_eps, d_zeta), h, w, coef, eps, zeta = res
-    return _cotangents((dh * g, dw * g, d_eps * g, d_zeta * g), h, w, coef, eps, zeta)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _total(h: jax.Array, w: jax.Array, inputs: _Inputs, cfg: _Config) -> jax.Array:
+    """Σ loss over the tokens; the gradients are computed in the forward pass (6·N·D·V flops)."""
+    return jnp.sum(_scan(h, w, inputs, None, cfg)[0])
 
 
-def _cotangents(grads, h, w, coef, eps, zeta):
-    """Gradients summed over the mesh axes their inputs are replicated on, in their dtypes."""
-    dh, dw, d_eps, d_zeta = grads
-    return (
-        _sum_to(dh, h).astype(h.dtype),
-        _sum_to(dw, w).astype(w.dtype),
-        None,  # integer labels
-        jnp.zeros_like(coef),  # example weights: fixed by the labels, not learned
-        _sum_to(d_eps, eps),
-        _sum_to(d_zeta, zeta),
-    )
+def _total_fwd(h: jax.Array, w: jax.Array, inputs: _Inputs, cfg: _Config) -> tuple[Any, ...]:
+    values, grads = _scan(h, w, inputs, jnp.ones(h.shape[0], compute_dtype(h.dtype)), cfg)
+    return jnp.sum(values), (grads, h, w, inputs)
 
 
-_weighted_total.defvjp(_weighted_total_fwd, _weighted_total_bwd)
+def _total_bwd(cfg: _Config, res: tuple[Any, ...], g: jax.Array) -> tuple[Any, ...]:
+    grads, h, w, inputs = res
+    out: tuple[Any, ...] = _cotangents(grads, g, h, w, inputs)
+    return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _per_example(h, w, y, keep, eps, zeta, cfg):
-    """keep * loss per example: an arbitrary cotangent per example, so the backward pass
-    recomputes the logits (from each example's saved shift and normaliser)."""
-    (loss, *_), _ = _scan(h, w, y, keep, eps, zeta, cfg, grads=False)
-    return keep * loss
+_total.defvjp(_total_fwd, _total_bwd)
 
 
-def _per_example_fwd(h, w, y, keep, eps, zeta, cfg):
-    (loss, shift, z, d_eps), _ = _scan(h, w, y, keep, eps, zeta, cfg, grads=False)
-    return keep * loss, (h, w, y, keep, eps, zeta, shift, z, d_eps)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _per_token(h: jax.Array, w: jax.Array, inputs: _Inputs, cfg: _Config) -> jax.Array:
+    """Loss per token: an arbitrary cotangent per token, so the backward pass runs the scan
+    again (8·N·D·V flops in all)."""
+    return _scan(h, w, inputs, None, cfg)[0]
 
 
-def _per_example_bwd(cfg, res, g):
-    h, w, y, keep, eps, zeta, shift, z, d_eps = res
-    coef = keep * g
-    dh, dw = _scan_saved(h, w, y, coef, shift, z, eps, zeta, cfg)
-    lse = shift + jnp.log(z)
-    d_zeta = coef @ (lse * lse) if cfg.z_loss else jnp.zeros_like(eps)
-    return _cotangents((dh, dw, coef @ d_eps, d_zeta), h, w, keep, eps, zeta)
+def _per_token_fwd(h: jax.Array, w: jax.Array, inputs: _Inputs, cfg: _Config) -> tuple[Any, ...]:
+    return _scan(h, w, inputs, None, cfg)[0], (h, w, inputs)
 
 
-_per_example.defvjp(_per_example_fwd, _per_example_bwd)
+def _per_token_bwd(cfg: _Config, res: tuple[Any, ...], g: jax.Array) -> tuple[Any, ...]:
+    h, w, inputs = res
+    _, grads = _scan(h, w, inputs, g, cfg)
+    out: tuple[Any, ...] = _cotangents(grads, jnp.ones((), g.dtype), h, w, inputs)
+    return out
+
+
+_per_token.defvjp(_per_token_fwd, _per_token_bwd)
+
+
+def _terms(opts: LabelOptions) -> tuple[bool, bool, bool]:
+    eps, zeta, cap = opts[:3]
+    return (not isinstance(eps, (int, float)), not isinstance(zeta, (int, float)), cap is not None)
+
+
+def _check_projection(hidden: ArrayLike, weight: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    h = _checks.check_float(hidden, "hidden")
+    w = _checks.check_float(weight, "weight")
+    if h.ndim < 1 or w.ndim != 2 or w.shape[0] != h.shape[-1]:
+        raise ValueError(
+            f"weight must be [D, V] with D = hidden.shape[-1]; got hidden.shape={h.shape} "
+            f"and weight.shape={w.shape}"
+        )
+    if h.dtype != w.dtype:
+        raise TypeError(
+            f"hidden.dtype={h.dtype} and weight.dtype={w.dtype} differ; cast one of them"
+        )
+    return h, w
+
+
+def _chunk(chunk_size: int | None, v_local: int, n: int) -> int:
+    if chunk_size is None:
+        chunk_size = max(MIN_CHUNK, CHUNK_ELEMENTS // max(v_local, 1) // 8 * 8)
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    return min(chunk_size, max(n, 1))
 
 
 def fused_cross_entropy(
-    hidden,
-    weight,
-    labels,
-    ignore_index,
-    label_smoothing,
-    z_loss,
-    reduction,
-    chunk_size,
-    axis_name=None,
-    batch_axis_name=None,
-):
-    """Validation, flattening and reduction around the two custom-vjp kernels."""
-    hidden = _checks.check_float(hidden, "hidden")
-    weight = _checks.check_float(weight, "weight")
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
+    options: dict[str, Any],
+    reduction: Reduction,
+    chunk_size: int | None,
+    axis_name: AxisName = None,
+    batch_axis_name: AxisName = None,
+) -> jax.Array:
+    """Validation, flattening and reduction around the two custom-vjp scans; `options` are
+    the keyword options shared with softmax_cross_entropy_with_integer_labels."""
+    h, w = _check_projection(hidden, weight)
     _checks.check_reduction(reduction)
-    _checks.check_unit_interval(label_smoothing, "label_smoothing")
-    if hidden.ndim < 1 or weight.ndim != 2 or weight.shape[0] != hidden.shape[-1]:
-        raise ValueError(
-            f"weight must be [D, V] with D = hidden.shape[-1]; got hidden.shape={hidden.shape} "
-            f"and weight.shape={weight.shape}"
-        )
-    if hidden.dtype != weight.dtype:
-        raise TypeError(
-            f"hidden.dtype={hidden.dtype} and weight.dtype={weight.dtype} differ; cast one of them"
-        )
-    acc = compute_dtype(hidden.dtype)
-    v_local = weight.shape[1]
-    shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
-    vocab = v_local * shards
-    labels = _checks.check_labels(labels, hidden.shape, hidden.ndim - 1, "hidden")
-    _checks.check_label_range(labels, vocab, ignore_index)
-    if chunk_size is None:
-        chunk_size = max(_MIN_CHUNK, _CHUNK_ELEMENTS // v_local // 8 * 8)
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    h = hidden.reshape(-1, hidden.shape[-1])
-    n = h.shape[0]
-    cfg = _Config(
-        min(chunk_size, max(n, 1)),
-        vocab,
-        not is_static_zero(label_smoothing),
-        not is_static_zero(z_loss),
-        axis_name,
+    y = _checks.check_labels(labels, h.shape, h.ndim - 1, "hidden")
+    h, v_local = h.reshape(-1, h.shape[-1]), w.shape[1]
+    where = options.pop("where")
+    if where is not None:
+        where = _checks.check_class_vector(where, v_local, "where").astype(bool)
+    lab, opts = prepare(
+        (h.shape[0], v_local), h.dtype, y.reshape(-1), 1, "hidden", options, axis_name
     )
-    y, keep, valid, eps, zeta = flat_targets(
-        labels, vocab, ignore_index, label_smoothing, z_loss, acc
+    cfg = _Config(_chunk(chunk_size, v_local, h.shape[0]), axis_name, _terms(opts))
+    acc = compute_dtype(h.dtype)
+    hyper = tuple(
+        jnp.asarray(v if on else 1, acc)
+        for v, on in zip(opts[:3], cfg.terms, strict=True)  # an unused cap: any value
     )
-    keep = keep.astype(acc)
+    inputs = _Inputs(lab, where, opts.class_weights, hyper)  # type: ignore[arg-type]
     if reduction == "none":
-        loss = _per_example(h, weight, y, keep, eps, zeta, cfg)
-        return jnp.where(valid, loss, jnp.nan).reshape(labels.shape)
-    denom = batch_sum(jnp.sum(keep), batch_axis_name) if reduction == "mean" else jnp.ones((), acc)
-    coef = jnp.where(denom > 0, keep / jnp.where(denom > 0, denom, 1), 0)
-    total = batch_sum(_weighted_total(h, weight, y, coef, eps, zeta, cfg), batch_axis_name)
-    invalid = batch_sum(jnp.sum(~valid), batch_axis_name)  # an out-of-range label under jit
-    return jnp.where(invalid == 0, total, jnp.nan)
-
-
-def flat_targets(labels, vocab, ignore_index, label_smoothing, z_loss, acc):
-    """Flat labels (ignored ones moved to class 0), the kept and valid masks, and the options
-    as arrays of the compute dtype `acc` (which is also the dtype of the logits throughout)."""
-    y = labels.reshape(-1)
-    keep = jnp.ones(y.shape, bool) if ignore_index is None else y != ignore_index
-    valid = (y >= 0) & (y < vocab) | ~keep  # an out-of-range label gives NaN under jit
-    eps, zeta = jnp.asarray(label_smoothing, acc), jnp.asarray(z_loss, acc)
-    return jnp.where(keep, y, 0), keep, valid, eps, zeta
-
-
-def batch_sum(x, batch_axis_name):
-    """Sums over the data-parallel mesh axis, if there is one."""
-    return x if batch_axis_name is None else jax.lax.psum(x, batch_axis_name)
+        return _per_token(h, w, inputs, cfg).reshape(y.shape)
+    has_class = None
+    if where is not None:
+        has_class = all_sum(jnp.sum(where, dtype=jnp.int32), axis_name) > 0
+        has_class = jnp.broadcast_to(has_class, lab.label.shape)
+    weight_ = example_weight(lab, has_class, acc)
+    count = jnp.asarray(h.shape[0], acc) if weight_ is None else jnp.sum(weight_)
+    return reduce(_total(h, w, inputs, cfg)[None], reduction, count[None], batch_axis_name)
 
 
 def linear_softmax_cross_entropy(
-    hidden: Any,
-    weight: Any,
-    labels: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
     *,
+    where: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
+    class_weights: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    logit_soft_cap: ArrayLike | None = None,
     reduction: Reduction = "none",
     chunk_size: int | None = None,
 ) -> jax.Array:
     r"""Cross-entropy of ``softmax(hidden @ weight)`` against integer labels, fused.
 
     .. math::
-        \ell_i = (1-\varepsilon)(-\log p_{i,y_i}) + \frac{\varepsilon}{V}\sum_c (-\log p_{i,c})
-                 + \zeta\, (\log Z_i)^2,
+        \ell_i = w_{y_i}\big[(1-\varepsilon)(-\log p_{i,y_i}) + \zeta\,(\log Z_i)^2\big]
+                 + \frac{\varepsilon}{C}\sum_c w_c (-\log p_{i,c}),
 
         p_i = \operatorname{softmax}(h_i W),\ \log Z_i = \operatorname{logsumexp}(h_i W)
 
     Equal in value and in gradients (with respect to ``hidden`` and ``weight``) to
-    ``softmax_cross_entropy_with_integer_labels(hidden @ weight, labels, ...)``, but the
-    ``[N, V]`` logits are never held: a scan over chunks of ``chunk_size`` tokens computes
-    each chunk's logits, loss and gradient and discards them. With ``reduction="mean"`` or
-    ``"sum"`` the gradients are computed during the forward pass (6·N·D·V flops in all, as for
-    the materialised version); with ``"none"`` the backward pass recomputes the logits. A call
-    that is not differentiated computes only the loss. Logits and sums are float32 (or wider),
-    whatever the inputs' dtype; gradients come back in the inputs' dtypes. Being a
-    ``custom_vjp``, it supports reverse-mode differentiation (``grad``, ``vjp``, and
-    reverse-over-reverse) but not ``jvp``/``jacfwd``.
+    ``softmax_cross_entropy_with_integer_labels(hidden @ weight, labels, ...)`` with the same
+    options, but the ``[N, V]`` logits are never held: a scan over chunks of ``chunk_size``
+    tokens computes each chunk's logits, loss and gradient and discards them. With
+    ``reduction="mean"`` or ``"sum"`` the gradients are computed during the forward pass
+    (6·N·D·V flops in all, as for the materialised version); with ``"none"`` the backward pass
+    runs the scan again. Logits and sums are float32 (or wider) whatever the inputs' dtype;
+    gradients come back in the inputs' dtypes. Being a ``custom_vjp``, it supports
+    reverse-mode differentiation (``grad``, ``vjp``) but not ``jvp``/``jacfwd``.
 
     Args:
       hidden: ``[..., D]`` final hidden states.
       weight: ``[D, V]`` output projection (a flax ``Dense`` kernel; a tied embedding ``E`` of
         shape ``[V, D]`` passes ``E.T``).
       labels: integer labels, ``hidden.shape[:-1]``.
+      where: boolean ``[V]``: classes to include, e.g. ``jnp.arange(V) < vocab`` for a
+        vocabulary padded to a multiple of 128. Excluded classes get probability 0; the
+        smoothing sum and :math:`C` run over the included classes.
       ignore_index: a label value whose tokens contribute 0 and no weight.
+      class_weights: ``[V]`` weights :math:`w` (1 when None).
       label_smoothing: :math:`\varepsilon \in [0, 1]`.
       z_loss: :math:`\zeta \ge 0`, the weight of the squared log-normaliser.
-      reduction: ``"none"``, ``"sum"``, or ``"mean"`` over the non-ignored tokens (0 when there
-        are none).
-      chunk_size: tokens per step of the scan; by default :math:`\max(256, 2^{23} / V)`, which
-        keeps each chunk's logits near 32 MiB (in float32) up to :math:`V = 32768` and at 256
-        tokens beyond. Each step reads and writes the whole ``[D, V]`` weight gradient, so
-        short chunks cost time; long ones cost memory.
+      logit_soft_cap: :math:`c > 0`: each chunk's logits become :math:`c \tanh(x / c)` first.
+      reduction: ``"none"``, ``"sum"``, or ``"mean"``: the sum divided by :math:`\sum w_y` over
+        the non-ignored tokens (0 when there are none).
+      chunk_size: tokens per step of the scan; by default :math:`\max(256, 2^{23} / V)`. Each
+        step reads and writes the whole ``[D, V]`` weight gradient, so short chunks cost time;
+        long ones cost memory (the performance notes have the measurements).
 
     Returns:
       Per-token losses of shape ``labels.shape`` (float32 or wider), or a scalar.
@@ -382,6 +302,12 @@ def linear_softmax_cross_entropy(
       >>> bool(jnp.allclose(fused, plain, rtol=1e-5))
       True
     """
-    return fused_cross_entropy(
-        hidden, weight, labels, ignore_index, label_smoothing, z_loss, reduction, chunk_size
+    options = dict(
+        where=where,
+        ignore_index=ignore_index,
+        class_weights=class_weights,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        logit_soft_cap=logit_soft_cap,
     )
+    return fused_cross_entropy(hidden, weight, labels, options, reduction, chunk_size)

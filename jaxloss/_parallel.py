@@ -10,54 +10,54 @@ whole global batch.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
-import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxloss import _checks
-from jaxloss._large_vocab import (
-    _Config,
-    batch_sum,
-    chunk_loss,
-    flat_targets,
-    fused_cross_entropy,
-)
-from jaxloss._reduction import Reduction
-from jaxloss._softmax import compute_dtype, is_static_zero
+from jaxloss._cross_entropy import labelled_loss, prepare
+from jaxloss._large_vocab import fused_cross_entropy
+from jaxloss._reduction import AxisName, Reduction, reduce
 
 
 def vocab_parallel_softmax_cross_entropy(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
-    axis_name: Any,
+    axis_name: AxisName,
+    where: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
+    class_weights: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    logit_soft_cap: ArrayLike | None = None,
     reduction: Reduction = "none",
-    batch_axis_name: Any = None,
+    batch_axis_name: AxisName = None,
 ) -> jax.Array:
     r"""Integer-label softmax cross-entropy of logits split over the vocabulary (``shard_map``).
 
     .. math::
-        \ell = (1-\varepsilon)(-\log p_y) + \frac{\varepsilon}{V}\sum_c (-\log p_c)
-               + \zeta (\log Z)^2,
+        \ell = w_y\big[(1-\varepsilon)(-\log p_y) + \zeta (\log Z)^2\big]
+               + \frac{\varepsilon}{C}\sum_c w_c(-\log p_c),
 
         \log Z = \log \textstyle\sum_{\text{shards}} \sum_{c \in \text{shard}} e^{x_c}
 
     Equal, on every shard, to ``softmax_cross_entropy_with_integer_labels`` of the gathered
-    logits, with the same ``ignore_index``, smoothing, z-loss and reductions (``"mean"`` over
-    the non-ignored examples of the global batch).
+    logits with the same options (``"mean"`` over the non-ignored examples of the global
+    batch, divided by their summed class weight). The logits keep their dtype: half precision
+    is accumulated in float32 without a float32 copy.
 
     Args:
       logits: this device's ``[..., V / k]`` slice of the logits (classes last); shard ``i``
         of ``k`` along ``axis_name`` holds classes ``[i V/k, (i+1) V/k)``.
       labels: global integer labels, ``logits.shape[:-1]``.
       axis_name: the mesh axis (or tuple of axes) the vocabulary is split over.
+      where: this device's boolean ``[V / k]`` slice of the classes to include. A device
+        whose whole slice is excluded (padding) is a normal case.
       ignore_index: a label value whose examples contribute 0 and no weight.
-      label_smoothing: :math:`\varepsilon \in [0, 1]`.
+      class_weights: this device's ``[V / k]`` slice of the class weights.
+      label_smoothing: :math:`\varepsilon \in [0, 1]`, spread over the included classes.
       z_loss: :math:`\zeta \ge 0`.
+      logit_soft_cap: :math:`c > 0`: the logits become :math:`c \tanh(x / c)` first.
       reduction: ``"none"``, ``"sum"`` or ``"mean"``.
       batch_axis_name: the mesh axis the batch is split over, if any, for ``"mean"``/``"sum"``.
 
@@ -78,54 +78,49 @@ def vocab_parallel_softmax_cross_entropy(
       >>> print(f(logits, jnp.array([0])))
       [0.3423]
     """
-    logits = _checks.check_float(logits, "logits")
-    _checks.check_unit_interval(label_smoothing, "label_smoothing")
-    _checks.check_reduction(reduction)
-    vocab = logits.shape[-1] * jax.lax.axis_size(axis_name)
-    labels = _checks.check_labels(labels, logits.shape, logits.ndim - 1, "logits")
-    _checks.check_label_range(labels, vocab, ignore_index)
-    cfg = _Config(
-        0, vocab, not is_static_zero(label_smoothing), not is_static_zero(z_loss), axis_name
+    x = _checks.check_float(logits, "logits")
+    axis = _checks.check_axis(-1, x.ndim)
+    if where is not None:
+        where = _checks.check_class_vector(where, x.shape[axis], "where")
+    options = dict(
+        ignore_index=ignore_index,
+        class_weights=class_weights,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        logit_soft_cap=logit_soft_cap,
     )
-    acc = compute_dtype(logits.dtype)
-    y, keep, valid, eps, zeta = flat_targets(
-        labels, vocab, ignore_index, label_smoothing, z_loss, acc
-    )
-    x = logits.reshape(-1, logits.shape[-1]).astype(acc)
-    loss, *_ = chunk_loss(x, y, eps, zeta, cfg)
-    loss = jnp.where(valid, jnp.where(keep, loss, 0), jnp.nan)
-    if reduction == "none":
-        return loss.reshape(labels.shape)
-    total = batch_sum(jnp.sum(loss), batch_axis_name)
-    if reduction == "sum":
-        return total
-    count = batch_sum(jnp.sum(keep.astype(acc)), batch_axis_name)
-    return jnp.where(count > 0, total / jnp.where(count > 0, count, 1), 0)
+    lab, opts = prepare(x.shape, x.dtype, labels, axis, "logits", options, axis_name)
+    loss, weight = labelled_loss(x, lab, where, opts, axis, axis_name)
+    return reduce(loss, reduction, weight, batch_axis_name)
 
 
 def vocab_parallel_linear_softmax_cross_entropy(
-    hidden: Any,
-    weight: Any,
-    labels: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
     *,
-    axis_name: Any,
+    axis_name: AxisName,
+    where: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
+    class_weights: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    logit_soft_cap: ArrayLike | None = None,
     reduction: Reduction = "none",
     chunk_size: int | None = None,
-    batch_axis_name: Any = None,
+    batch_axis_name: AxisName = None,
 ) -> jax.Array:
     r"""Fused linear + cross-entropy with the output projection split over the vocabulary.
 
     .. math::
-        \ell_i = (1-\varepsilon)(-\log p_{i,y_i}) + \frac{\varepsilon}{V}\sum_c (-\log p_{i,c})
-                 + \zeta\, (\log Z_i)^2, \qquad p_i = \operatorname{softmax}(h_i W)
+        \ell_i = w_{y_i}\big[(1-\varepsilon)(-\log p_{i,y_i}) + \zeta\,(\log Z_i)^2\big]
+                 + \frac{\varepsilon}{C}\sum_c w_c (-\log p_{i,c}),
+                 \qquad p_i = \operatorname{softmax}(h_i W)
 
     ``linear_softmax_cross_entropy`` for use inside ``shard_map`` when ``weight`` is split
     over its vocabulary columns on ``axis_name`` (and ``hidden`` is the same on those
-    devices). Each chunk of tokens reduces its max, sum of exponentials and label logit over
-    the shards; the gradient with respect to ``hidden`` is summed over them once at the end.
+    devices). Each chunk of tokens takes its max, sum of exponentials and label logit over the
+    shards; the gradient with respect to ``hidden`` is summed over them once at the end.
     Per-device memory falls with the number of vocabulary shards.
 
     Args:
@@ -133,11 +128,14 @@ def vocab_parallel_linear_softmax_cross_entropy(
       weight: this device's ``[D, V / k]`` slice of the output projection.
       labels: global integer labels, ``hidden.shape[:-1]``.
       axis_name: the mesh axis (or tuple of axes) the vocabulary is split over.
+      where: this device's boolean ``[V / k]`` slice of the classes to include.
       ignore_index: a label value whose tokens contribute 0 and no weight.
-      label_smoothing: :math:`\varepsilon \in [0, 1]`.
+      class_weights: this device's ``[V / k]`` slice of the class weights.
+      label_smoothing: :math:`\varepsilon \in [0, 1]`, spread over the included classes.
       z_loss: :math:`\zeta \ge 0`.
+      logit_soft_cap: :math:`c > 0`: each chunk's logits become :math:`c \tanh(x / c)` first.
       reduction: ``"none"``, ``"sum"`` or ``"mean"`` over the non-ignored tokens.
-      chunk_size: tokens per step of the scan (default: about :math:`2^{22} / (V/k)`).
+      chunk_size: tokens per step of the scan; by default :math:`\max(256, 2^{23} / (V/k))`.
       batch_axis_name: the mesh axis the batch is split over, if any, for ``"mean"``/``"sum"``.
 
     Returns:
@@ -157,15 +155,14 @@ def vocab_parallel_linear_softmax_cross_entropy(
       >>> print(f"{f(h, w, jnp.array([0, 3])):.4f}")  # log 4
       1.3863
     """
+    options = dict(
+        where=where,
+        ignore_index=ignore_index,
+        class_weights=class_weights,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        logit_soft_cap=logit_soft_cap,
+    )
     return fused_cross_entropy(
-        hidden,
-        weight,
-        labels,
-        ignore_index,
-        label_smoothing,
-        z_loss,
-        reduction,
-        chunk_size,
-        axis_name,
-        batch_axis_name,
+        hidden, weight, labels, options, reduction, chunk_size, axis_name, batch_axis_name
     )

@@ -1,24 +1,40 @@
-"""The one place that reduces: none / mean / sum, weighted and safe when nothing is selected."""
+"""The one place that reduces: none / mean / sum, weighted, across devices, and safe when
+nothing is selected."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Hashable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxloss._checks import check_broadcastable, check_reduction
 
 Reduction = Literal["none", "mean", "sum"]
+AxisName = Hashable | tuple[Hashable, ...] | None
 
 
-def _safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+def all_sum(x: jax.Array, axis_name: AxisName) -> jax.Array:
+    """Sums over the mesh axis `axis_name` (inside shard_map), or returns `x` without one."""
+    return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def all_max(x: jax.Array, axis_name: AxisName) -> jax.Array:
+    return x if axis_name is None else jax.lax.pmax(x, axis_name)
+
+
+def safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+    """num / den, and 0 with a zero gradient where den is 0."""
     # Double-where: the inner keeps 0/0 out of the gradient, the outer gives 0 when empty.
     nonzero = den != 0
     return jnp.where(nonzero, num / jnp.where(nonzero, den, 1), 0)
 
 
-def mean(values: Any, *, where: Any = None, weights: Any = None) -> jax.Array:
+def mean(
+    values: ArrayLike, *, where: ArrayLike | None = None, weights: ArrayLike | None = None
+) -> jax.Array:
     r"""Weighted mean over the selected entries; 0 when nothing is selected.
 
     .. math::
@@ -48,26 +64,34 @@ def mean(values: Any, *, where: Any = None, weights: Any = None) -> jax.Array:
     values = jnp.asarray(values)
     w = None if weights is None else check_broadcastable(weights, values.shape, "weights", "values")
     if where is not None:
-        where = check_broadcastable(where, values.shape, "where", "values")
-        values = jnp.where(where, values, 0)
-        w = where.astype(values.dtype) if w is None else jnp.where(where, w, 0)
+        include = check_broadcastable(where, values.shape, "where", "values")
+        values = jnp.where(include, values, 0)
+        w = include.astype(values.dtype) if w is None else jnp.where(include, w, 0)
     if w is None:
         return jnp.mean(values)
-    w = w.astype(values.dtype)
-    return _safe_ratio(jnp.sum(w * values), jnp.sum(w))
+    return reduce(w.astype(values.dtype) * values, "mean", w)
 
 
-def reduce(loss: jax.Array, reduction: Reduction, weight: jax.Array | None = None) -> jax.Array:
+def reduce(
+    loss: jax.Array,
+    reduction: Reduction,
+    weight: jax.Array | None = None,
+    axis_name: AxisName = None,
+) -> jax.Array:
     """Applies `reduction` to per-example losses that already carry their weights.
 
     ``"mean"`` divides the sum by ``sum(weight)`` (by the number of entries when ``weight`` is
-    None) and gives 0 when that is zero, as for ``mean``.
+    None) and gives 0 when that is zero. With `axis_name` (the mesh axis a batch is split
+    over, inside shard_map) both sums run over the global batch.
     """
     check_reduction(reduction)
     if reduction == "none":
         return loss
+    total = all_sum(jnp.sum(loss), axis_name)
     if reduction == "sum":
-        return jnp.sum(loss)
+        return total
     if weight is None:
-        return jnp.mean(loss)
-    return _safe_ratio(jnp.sum(loss), jnp.sum(weight.astype(loss.dtype)))
+        count = all_sum(jnp.asarray(loss.size, loss.dtype), axis_name)
+    else:
+        count = all_sum(jnp.sum(weight.astype(loss.dtype)), axis_name)
+    return safe_ratio(total, count)

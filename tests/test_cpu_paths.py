@@ -192,14 +192,14 @@ def test_second_derivatives_forward_and_reverse(width, spike):
 def test_sampled_shift_is_kept_unless_a_sum_leaves_its_range():
     # The branch itself: the first pass's sums are kept when every row's lies in [1, limit),
     # and redone from the row max when one overflows (`used` is the shift of the pass kept).
-    from jaxloss._softmax import _guarded, sampled_shift
+    from jaxloss._cpu import guarded, sampled_shift
 
     def sums(x, shift):
         return jnp.sum(jnp.exp(x - shift), -1, keepdims=True), shift
 
     def used(x):
         shift = sampled_shift(x, labels[:, None], -1)
-        return shift, jax.jit(lambda x: _guarded(x, shift, -1, sums)[2])(x)
+        return shift, jax.jit(lambda x: guarded(x, shift, -1, sums)[2])(x)
 
     x, labels = _wide(jnp.float32)
     row_max = jnp.max(x, -1, keepdims=True)
