@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from bench import report
 from bench.config import PRESETS
 
 DESCRIPTION = """\
@@ -71,31 +70,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    # Imported here so that --help stays fast.
+    from bench import environment, quality, report, speed
+
     config = PRESETS["full" if args.full else "tiny" if args.tiny else "quick"]
     if args.no_torch:
         config = dataclasses.replace(config, speed=dataclasses.replace(config.speed, torch=False))
-    args.out.mkdir(parents=True, exist_ok=True)
-    env = report.environment()
+    env = environment.environment()
     env["preset"] = config.name
     env["command"] = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
-    print(f"# jaxloss benchmark ({config.name})\n\n{report.machine_line(env)}\n", flush=True)
-    for part in ("quality", "speed"):
+    print(report.title(config.name, env), flush=True)
+    for part, suite in {"quality": quality, "speed": speed}.items():
         if args.only in (None, part):
-            _run_part(part, config, args, env)
+            start = time.perf_counter()
+            records = suite.run(getattr(config, part), progress=not args.no_progress)
+            records["wall_time_s"] = time.perf_counter() - start
+            print(report.write(part, records, env, args.out), flush=True)
     print(f"JSON, Markdown and PNG files are in {args.out}/")
     return 0
-
-
-def _run_part(part: str, config, args: argparse.Namespace, env: dict) -> None:
-    from bench import quality, speed  # imported here so --help stays fast
-
-    module, cfg = (quality, config.quality) if part == "quality" else (speed, config.speed)
-    start = time.perf_counter()
-    results = module.run(cfg, args.out, env, progress=not args.no_progress)
-    results["wall_time_s"] = time.perf_counter() - start
-    text = f"## {part}\n\n" + "\n\n".join(results["tables"].values())
-    text += f"\n\n{results['notes']}\n\n{report.machine_line(env)}; {part} took "
-    text += f"{results['wall_time_s']:.1f} s.\n"
-    print(text, flush=True)
-    (args.out / f"{part}.md").write_text(text)
-    report.write_json(args.out / f"{part}.json", results)

@@ -1,9 +1,14 @@
-"""Test-set metrics, in float64 NumPy from the model's logits."""
+"""Test-set metrics from the model's logits: scikit-learn's where it has one, else our own.
+
+Ours are only those scikit-learn lacks: top-label ECE, epochs to a target accuracy and how
+many sigmoid outputs exceed 0.5. Gradient norms come from the training step (`bench.mlp`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.special import expit, log_expit, log_softmax, logsumexp
+from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 
 def class_log_probs(logits: np.ndarray, output: str) -> np.ndarray:
@@ -19,13 +24,29 @@ def class_log_probs(logits: np.ndarray, output: str) -> np.ndarray:
     return log_s - logsumexp(log_s, axis=-1, keepdims=True)
 
 
-def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(pred == labels))
+def classification(log_p: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """scikit-learn's accuracy of the most likely class and log loss (mean -log p(true class)).
+
+    `log_p` is [n, classes] of float64 log-probabilities; every class is a possible label,
+    whether or not `labels` holds it.
+    """
+    classes = np.arange(log_p.shape[-1])
+    return {
+        "accuracy": float(accuracy_score(labels, log_p.argmax(-1))),
+        "nll": float(log_loss(labels, np.exp(log_p), labels=classes)),
+    }
 
 
-def nll(log_p: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-likelihood of the true class."""
-    return float(-np.mean(log_p[np.arange(len(labels)), labels]))
+def multilabel(pred: np.ndarray, true: np.ndarray, names: list[str]) -> dict[str, object]:
+    """scikit-learn's binary F1 of each attribute (0 when undefined), their mean, and subset
+    accuracy (every attribute of an example right), from [n, len(names)] 0/1 arrays."""
+    pred, true = np.asarray(pred, np.int32), np.asarray(true, np.int32)
+    f1 = f1_score(true, pred, average=None, zero_division=0.0)
+    return {
+        "f1": dict(zip(names, f1.tolist(), strict=True)),
+        "mean_f1": float(f1_score(true, pred, average="macro", zero_division=0.0)),
+        "subset_accuracy": float(accuracy_score(true, pred)),
+    }
 
 
 def calibration(log_p: np.ndarray, labels: np.ndarray, bins: int) -> dict[str, object]:
@@ -51,19 +72,20 @@ def calibration(log_p: np.ndarray, labels: np.ndarray, bins: int) -> dict[str, o
     }
 
 
+def epochs_to_target(curve: list[float], target: float) -> int | None:
+    """The first epoch (counted from 1) whose value reaches `target`; None if none does."""
+    return next((i + 1 for i, value in enumerate(curve) if value >= target), None)
+
+
 def sigmoid_above_half(logits: np.ndarray) -> np.ndarray:
     """Boolean: which sigmoid outputs exceed 0.5."""
     return expit(np.asarray(logits, np.float64)) > 0.5
 
 
-def outputs_above_half(logits: np.ndarray) -> np.ndarray:
-    """Per example, how many sigmoid outputs exceed 0.5."""
-    return np.sum(sigmoid_above_half(logits), axis=-1)
-
-
-def f1_scores(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Binary F1 (positive class 1) of each column of 0/1 arrays [n, k]; 0 when undefined."""
-    pred, true = pred.astype(bool), true.astype(bool)
-    tp = np.sum(pred & true, 0)
-    denom = np.sum(pred, 0) + np.sum(true, 0)
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+def sigmoid_counts(logits: np.ndarray) -> dict[str, float]:
+    """Shares of examples with two or more, and with no, sigmoid outputs above 0.5."""
+    above = np.sum(sigmoid_above_half(logits), axis=-1)
+    return {
+        "frac_two_or_more_above_half": float(np.mean(above >= 2)),
+        "frac_none_above_half": float(np.mean(above == 0)),
+    }

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxloss
-from bench import metrics, mlp, report
+from bench import metrics, mlp
 from bench.config import QualityConfig
 
 # Attribute -> the digits that have it. "closed loop": the handwritten shapes 0, 4, 6, 8, 9.
@@ -52,65 +52,53 @@ def _decode(logits: np.ndarray, model: str) -> np.ndarray:
     return metrics.sigmoid_above_half(logits)
 
 
+def _setups(a_tr: np.ndarray, pos_weight: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Model name -> its loss, number of outputs and training target."""
+    combos = (a_tr @ _BITS).astype(np.int32)
+    n = len(ATTRIBUTES)
+    return {
+        MODELS[0]: {"loss": _sigmoid_loss(None), "n_out": n, "target": a_tr},
+        MODELS[1]: {"loss": _sigmoid_loss(jnp.asarray(pos_weight)), "n_out": n, "target": a_tr},
+        MODELS[2]: {"loss": _combination_loss, "n_out": 2**n, "target": combos},
+    }
+
+
+def _train(name: str, setup: dict, cfg: QualityConfig, seed: int, data: dict, bar: Any) -> dict:
+    """One seed of one model: F1 per attribute, mean F1, subset accuracy and its curve."""
+    x_te, a_te = data["x_test"], attributes(data["y_test"])
+    names = list(ATTRIBUTES)
+
+    def evaluate(params: mlp.Params) -> dict[str, Any]:
+        return metrics.multilabel(_decode(mlp.predict(params, x_te), name), a_te, names)
+
+    bar.set_postfix_str(f"multi-label: {name} (seed {seed})")
+    x_tr, target = data["x_train"], (setup["target"],)
+    _, hist = mlp.train(cfg, seed, setup["loss"], setup["n_out"], x_tr, target, evaluate, bar)
+    final = hist["evals"][-1]
+    curve = [e["subset_accuracy"] for e in hist["evals"]]
+    return {"seed": seed, **final, "subset_accuracy_curve": curve}
+
+
 def run(cfg: QualityConfig, data: dict[str, np.ndarray], bar: Any) -> dict[str, Any]:
-    a_tr, a_te = attributes(data["y_train"]), attributes(data["y_test"])
+    """Records: the attributes, the pos_weight used, and a row per model (seed means and the
+    per-seed ``runs``), each with ``f1`` keyed by attribute, ``mean_f1``, ``subset_accuracy``."""
+    a_tr = attributes(data["y_train"])
     positives = a_tr.sum(0)
     pos_weight = ((len(a_tr) - positives) / positives).astype(np.float32)
-    combos = (a_tr @ _BITS).astype(np.int32)
-    setups = {
-        MODELS[0]: (_sigmoid_loss(None), len(ATTRIBUTES), a_tr),
-        MODELS[1]: (_sigmoid_loss(jnp.asarray(pos_weight)), len(ATTRIBUTES), a_tr),
-        MODELS[2]: (_combination_loss, 2 ** len(ATTRIBUTES), combos),
-    }
-    x_te = data["x_test"]
-    results = []
-    for name, (loss, n_out, target) in setups.items():
-        runs = []
-        for seed in cfg.seeds:
-
-            def evaluate(params, name=name):
-                pred = _decode(mlp.predict(params, x_te), name)
-                return {"subset_acc": float(np.mean(np.all(pred == a_te, axis=1)))}
-
-            bar.set_postfix_str(f"multi-label: {name} (seed {seed})")
-            params, hist = mlp.train(
-                cfg, seed, loss, n_out, data["x_train"], (target,), evaluate, bar
-            )
-            pred = _decode(mlp.predict(params, x_te), name)
-            runs.append(
-                {
-                    "seed": seed,
-                    "f1": dict(
-                        zip(ATTRIBUTES, metrics.f1_scores(pred, a_te).tolist(), strict=True)
-                    ),
-                    "subset_accuracy": float(np.mean(np.all(pred == a_te, axis=1))),
-                    "subset_accuracy_curve": [e["subset_acc"] for e in hist["evals"]],
-                }
-            )
-        f1 = {k: float(np.mean([r["f1"][k] for r in runs])) for k in ATTRIBUTES}
-        summary = {
-            "f1": f1,
-            "mean_f1": float(np.mean(list(f1.values()))),
-            "subset_accuracy": float(np.mean([r["subset_accuracy"] for r in runs])),
-        }
-        results.append({"name": name, "summary": summary, "runs": runs})
+    rows = []
+    for name, setup in _setups(a_tr, pos_weight).items():
+        runs = [_train(name, setup, cfg, seed, data, bar) for seed in cfg.seeds]
+        rows.append(
+            {
+                "name": name,
+                "f1": {k: float(np.mean([r["f1"][k] for r in runs])) for k in ATTRIBUTES},
+                "mean_f1": float(np.mean([r["mean_f1"] for r in runs])),
+                "subset_accuracy": float(np.mean([r["subset_accuracy"] for r in runs])),
+                "runs": runs,
+            }
+        )
     return {
         "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
         "pos_weight": dict(zip(ATTRIBUTES, pos_weight.tolist(), strict=True)),
-        "models": results,
+        "models": rows,
     }
-
-
-def table(multi: dict[str, Any]) -> str:
-    headers = ["multi-label model", *(f"F1 {k}" for k in ATTRIBUTES), "mean F1", "subset acc"]
-    rows = [
-        [
-            m["name"],
-            *(report.fmt(m["summary"]["f1"][k]) for k in ATTRIBUTES),
-            report.fmt(m["summary"]["mean_f1"]),
-            report.fmt(m["summary"]["subset_accuracy"]),
-        ]
-        for m in multi["models"]
-    ]
-    weights = ", ".join(f"{k} {v:.3f}" for k, v in multi["pos_weight"].items())
-    return report.markdown_table(headers, rows) + f"\n\npos_weight (negatives/positives): {weights}"

@@ -1,99 +1,43 @@
-"""Machine and version record, Markdown tables and the JSON results files."""
+"""The one module that renders and writes results: Markdown tables (tabulate), PNG plots
+(matplotlib, Agg backend) and JSON files, all from the plain records the suites return."""
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import json
 import math
-import os
-import platform
-import subprocess
-from functools import partial
-from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_PACKAGES = ("jax", "jaxlib", "jaxloss", "optax", "numpy", "scikit-learn", "matplotlib", "torch")
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from tabulate import tabulate
+
+Record = dict[str, Any]
+Columns = dict[str, Callable[[Record], str]]  # header -> the cell of a row
+
+QUALITY_NOTES = (
+    "Test NLL is -log p(true class) with p = softmax(logits) for softmax models and, for "
+    "sigmoid models, the sigmoid outputs renormalised to sum to one. ECE: top-label, "
+    "{bins} equal-width bins. Out-grad: mean L2 norm of the gradient of the loss (batch mean) "
+    "w.r.t. the output layer's kernel and bias over the first epoch's steps. Multi-label "
+    "sigmoid models predict an attribute when its output exceeds 0.5; subset accuracy counts "
+    "digits with all four attributes right."
+)
+SPEED_NOTES = (
+    "Median wall time (ms) of interleaved repetitions under jit (a random order each round, "
+    "an untimed pause after each call), after a warm-up round; "
+    "fwd = mean loss, fwd+bwd = jax.value_and_grad of the mean loss w.r.t. the logits "
+    "(torch: autograd.grad). x/optax = time / optax's time (below 1 is faster than optax). "
+    "copy = jit(lambda x: x * 1) of the logits, one read and one write: the memory-traffic "
+    "reference, shown on both rows."
+)
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_state() -> dict[str, Any] | None:
-    """Commit of the source tree and whether it has uncommitted changes (None outside git)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        run = partial(subprocess.run, cwd=root, capture_output=True, text=True, timeout=10)
-        head = run(["git", "rev-parse", "HEAD"])
-        status = run(["git", "status", "--porcelain", "--untracked-files=no"])
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
-
-
-def environment() -> dict[str, Any]:
-    import jax
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count()
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {name: _version(name) for name in _PACKAGES},
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cores": cores,
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "git": _git_state(),
-        # Settings that change timings: XLA's flags, and glibc's malloc tunables (whether a
-        # fresh buffer over 32 MiB is mmap-ed and so pays first-touch page faults).
-        "env": {k: os.environ.get(k) for k in ("XLA_FLAGS", "GLIBC_TUNABLES", "OMP_NUM_THREADS")},
-    }
-
-
-def machine_line(env: dict[str, Any]) -> str:
-    v = env["versions"]
-    return (
-        f"{env['cpu']}, {env['cores']} cores, {env['jax_backend']}; jax {v['jax']}, "
-        f"optax {v['optax']}, torch {v['torch'] or '-'}; {env['date'][:10]}"
-    )
-
-
-def markdown_table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
-    """A fixed-width Markdown table; columns in `right` (default: all but the first) align right."""
-    right = set(range(1, len(headers))) if right is None else right
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        padded = [
-            str(c).rjust(w) if i in right else str(c).ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = ["-" * (w - 1) + ":" if i in right else "-" * w for i, w in enumerate(widths)]
-    return "\n".join([line(headers), line(rule), *(line(r) for r in rows)])
+# Numbers as the tables print them; "-" stands for a missing value.
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
@@ -112,9 +56,319 @@ def ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None else f"{a / b:.2f}x"
 
 
+def times(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}x"
+
+
+def percent(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def mib(n_bytes: int | None) -> str:
+    return "-" if n_bytes is None else f"{n_bytes / 2**20:.1f}"
+
+
+def epochs(x: float | None) -> str:
+    return "never" if x is None else f"{x:g}"
+
+
+def table(rows: list[Record], columns: Columns, *, left: int = 1) -> str:
+    """A Markdown (pipe) table with a row per record and a column per entry of `columns`.
+
+    The first `left` columns (names) align left, the others (numbers) right. Cells are the
+    formatted strings, printed as they are: tabulate does not re-parse them as numbers.
+    """
+    cells = [[cell(r) for cell in columns.values()] for r in rows]
+    align = ["left"] * left + ["right"] * (len(columns) - left)
+    return tabulate(
+        cells, headers=list(columns), tablefmt="pipe", colalign=align, disable_numparse=True
+    )
+
+
+def _col(key: str, show: Callable[[Any], str] = fmt) -> Callable[[Record], str]:
+    return lambda r: show(r[key])
+
+
+def _sub(key: str, name: str, show: Callable[[Any], str]) -> Callable[[Record], str]:
+    return lambda r: show(r[key][name])
+
+
+def machine_line(env: Record) -> str:
+    v = env["versions"]
+    return (
+        f"{env['cpu']}, {env['cores']} cores, {env['jax_backend']}; jax {v['jax']}, "
+        f"optax {v['optax']}, torch {v['torch'] or '-'}; {env['date'][:10]}"
+    )
+
+
+def title(preset: str, env: Record) -> str:
+    return f"# jaxloss benchmark ({preset})\n\n{machine_line(env)}\n"
+
+
+def _part(part: str, sections: list[str], records: Record, env: Record) -> str:
+    text = f"## {part}\n\n" + "\n\n".join(sections)
+    return text + f"\n\n{machine_line(env)}; {part} took {records['wall_time_s']:.1f} s.\n"
+
+
+# Part 1: quality.
+
+
+def quality_markdown(records: Record, env: Record) -> str:
+    cfg = records["config"]
+    by_key = {p["key"]: p for p in records["pairings"]}
+    sections = [
+        _pairings_caption(records) + "\n\n" + table(records["pairings"], _pairing_columns(cfg)),
+        _identity_line(records["nll_vs_ce"], by_key["ce"], by_key["nll"]),
+        _grad_line(records["sigmoid_grad_norm_epoch1"]),
+        "Multi-label: even, > 4, prime, closed loop (0, 4, 6, 8, 9):\n\n"
+        + _multilabel_table(records["multilabel"]),
+        QUALITY_NOTES.format(bins=cfg["ece_bins"]),
+    ]
+    return _part("quality", sections, records, env)
+
+
+def _pairings_caption(records: Record) -> str:
+    cfg, data = records["config"], records["data"]
+    seeds = tuple(cfg["seeds"])
+    mean = "" if len(seeds) == 1 else f" (mean over seeds {seeds}; epochs: median)"
+    layers = "-".join(str(k) for k in (data["x_train"][1], *cfg["hidden"], 10))
+    return (
+        f"Output layer + loss, ReLU MLP {layers} on digits ({data['y_train'][0]} train / "
+        f"{data['y_test'][0]} test), {cfg['epochs']} epochs{mean}:"
+    )
+
+
+def _pairing_columns(cfg: Record) -> Columns:
+    return {
+        "pairing": _col("name", str),
+        "test acc": _col("test_accuracy"),
+        "test NLL": _col("test_nll"),
+        "ECE": _col("ece"),
+        f"epochs to {cfg['target_accuracy']:.0%}": _col("epochs_to_target", epochs),
+        ">=2 outputs > 0.5": _col("frac_two_or_more_above_half", percent),
+        "out-grad ep. 1": _col("grad_norm_epoch1"),
+    }
+
+
+def identical_as_printed(a: Record, b: Record) -> bool:
+    """Whether two pairings' accuracy, NLL and ECE print the same in the table."""
+    return all(fmt(a[k]) == fmt(b[k]) for k in ("test_accuracy", "test_nll", "ece"))
+
+
+def _identity_line(ident: Record, ce: Record, nll: Record) -> str:
+    if ident["loss_identical_on_same_logits"]:
+        same = "bitwise identical"
+    elif ident["loss_max_scaled_diff_on_same_logits"] <= 1e-6:
+        same = "equal to float32 rounding, not bitwise"
+    else:
+        same = "DIFFERENT"
+    printed = "identical" if identical_as_printed(ce, nll) else "DIFFERENT"
+    return (
+        f"Pairings 1 vs 2: per-example loss on the same logits {same} "
+        f"(max |diff| {ident['loss_max_abs_diff_on_same_logits']:.1e}); gradients of the "
+        f"summed loss differ by "
+        f"at most {ident['grad_max_abs_diff_on_same_logits']:.1e}; after training, weights "
+        f"differ by {ident['trained_weights_max_abs_diff']:.1e} and the printed metrics are "
+        f"{printed}."
+    )
+
+
+def _grad_line(g: Record) -> str:
+    return (
+        f"Output-layer gradient norm in the first epoch, sigmoid outputs: one-vs-all BCE "
+        f"{g['one_vs_all_bce']:.4f} vs squared error {g['squared_error']:.4f} "
+        f"({g['ratio']:.2f}x). Per logit, BCE's gradient is s - y and squared error's "
+        f"2 s (1 - s) (s - y), s = sigmoid(x), where 2 s (1 - s) <= 1/2."
+    )
+
+
+def _multilabel_table(multi: Record) -> str:
+    columns: Columns = {"multi-label model": _col("name", str)}
+    columns |= {f"F1 {k}": _sub("f1", k, fmt) for k in multi["attributes"]}
+    columns |= {"mean F1": _col("mean_f1"), "subset acc": _col("subset_accuracy")}
+    weights = ", ".join(f"{k} {v:.3f}" for k, v in multi["pos_weight"].items())
+    return table(multi["models"], columns) + f"\n\npos_weight (negatives/positives): {weights}"
+
+
+# Part 2: speed.
+
+
+def speed_markdown(records: Record, env: Record) -> str:
+    with_torch = records["torch"] is not None
+    sections = [
+        "Integer-label cross-entropy (mean over N examples of V classes):\n\n"
+        + _speed_table(records["cross_entropy"], with_torch),
+        "Soft-target cross-entropy:\n\n" + _speed_table(records["soft_cross_entropy"], False),
+        "Fused linear + cross-entropy vs the materialised logits:\n\n"
+        + _fused_table(records["fused"]),
+        SPEED_NOTES,
+    ]
+    return _part("speed", sections, records, env)
+
+
+def _vs_optax(lib: str) -> Callable[[Record], str]:
+    return lambda r: ratio(r["median_s"][lib], r["median_s"]["optax"])
+
+
+def _speed_table(rows: list[Record], with_torch: bool) -> str:
+    libs = ["jaxloss", "optax", *(["torch"] if with_torch else []), "copy"]
+    columns: Columns = {
+        "N x V": lambda r: f"{r['N']} x {r['V']}",
+        "dtype": _col("dtype", str),
+        "pass": _col("pass", str),
+    }
+    columns |= {f"{lib} ms": _sub("median_s", lib, ms) for lib in libs}
+    columns |= {f"{lib}/optax": _vs_optax(lib) for lib in libs if lib != "optax"}
+    return table(rows, columns, left=3)
+
+
+def _fused_table(fused: Record) -> str:
+    shape = f"N={fused['N']}, D={fused['D']}, V={fused['V']}, float32"
+    if "skipped" in fused:
+        return f"Fused linear + CE ({shape}): skipped, {fused['skipped']}."
+    columns: Columns = {
+        "linear + CE": _col("name", str),
+        "fwd ms": _sub("median_s", "fwd", ms),
+        "fwd+bwd ms": _sub("median_s", "fwd+bwd", ms),
+        "fwd / mat.": _col("time_ratio_fwd", times),
+        "fwd+bwd / mat.": _col("time_ratio_fwd_bwd", times),
+        "temp MiB": _sub("temp_bytes", "fwd+bwd", mib),
+        "temp / mat.": _col("temp_ratio_fwd_bwd", lambda x: times(x, 3)),
+    }
+    note = (
+        f"{shape}; mat. = the materialised jaxloss row with the same options (all options: "
+        "`where` masking 64 padding classes, class weights, label smoothing 0.1, z-loss 1e-4, "
+        "soft cap 30, every 7th label ignored); temp = compiled temporary memory of "
+        f"jit(value_and_grad(mean loss, argnums=(0, 1))); the logits alone are "
+        f"{mib(fused['logits_bytes'])} MiB."
+    )
+    return table(fused["rows"], columns) + "\n\n" + note
+
+
+# Plots: each function returns {file name: figure}; `write` saves and closes them.
+
+
+def _style(pairing: Record) -> str:
+    return "--" if pairing["key"] == "nll" else "-"  # "nll" lies on "ce": dashed, both show
+
+
+def quality_figures(records: Record) -> dict[str, Any]:
+    """Learning curves, a reliability diagram and output-gradient norms (first seed)."""
+    pairings = records["pairings"]
+    return {
+        "learning_curves.png": _learning_curves(pairings),
+        "reliability.png": _reliability(pairings),
+        "grad_norms.png": _grad_norms(pairings),
+    }
+
+
+def _learning_curves(pairings: list[Record]) -> Any:
+    fig, (ax_acc, ax_nll) = plt.subplots(1, 2, figsize=(11, 4))
+    for p in pairings:
+        curves = p["runs"][0]["curves"]
+        epoch = np.arange(1, len(curves["test_accuracy"]) + 1)
+        ax_acc.plot(epoch, curves["test_accuracy"], _style(p), label=p["name"])
+        ax_nll.plot(epoch, curves["test_nll"], _style(p), label=p["name"])
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy", ylim=(0.5, 1.0))
+    ax_nll.set(xlabel="epoch", ylabel="test NLL (renormalised for sigmoid)", yscale="log")
+    ax_acc.legend(fontsize=8)
+    fig.suptitle("digits MLP: learning curves per loss")
+    return fig
+
+
+def _reliability(pairings: list[Record]) -> Any:
+    cols = 3
+    rows = -(-len(pairings) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    for ax, p in zip(axes.flat, pairings, strict=False):
+        _reliability_panel(ax, p["name"], p["runs"][0]["calibration"])
+    for ax in list(axes.flat)[len(pairings) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def _reliability_panel(ax: Any, name: str, cal: Record) -> None:
+    bins = len(cal["bin_count"])
+    centers = (np.arange(bins) + 0.5) / bins
+    filled = np.asarray(cal["bin_count"]) > 0
+    accuracy = np.asarray(cal["bin_accuracy"])[filled]
+    ax.bar(
+        centers[filled], accuracy, width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy"
+    )
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set(
+        title=f"{name}\nECE {cal['ece']:.4f}",
+        xlabel="confidence (top label)",
+        ylabel="accuracy",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.title.set_fontsize(9)
+
+
+def _grad_norms(pairings: list[Record]) -> Any:
+    fig, (ax_steps, ax_epochs) = plt.subplots(1, 2, figsize=(11, 4))
+    for p in pairings:
+        curves = p["runs"][0]["curves"]
+        ax_steps.plot(curves["grad_norm_epoch1_steps"], _style(p), label=p["name"])
+        epoch = np.arange(1, len(curves["grad_norm_epoch_mean"]) + 1)
+        ax_epochs.plot(epoch, curves["grad_norm_epoch_mean"], _style(p), label=p["name"])
+    ax_steps.set(xlabel="step (first epoch)", ylabel="output-layer gradient norm", yscale="log")
+    ax_epochs.set(xlabel="epoch", ylabel="mean output-layer gradient norm", yscale="log")
+    ax_steps.legend(fontsize=8)
+    fig.suptitle("gradient norm at the output layer (kernel and bias)")
+    return fig
+
+
+def speed_figures(records: Record) -> dict[str, Any]:
+    """Forward + backward time per example against the vocabulary size."""
+    per_v: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for r in records["cross_entropy"]:
+        if r["pass"] != "fwd+bwd":
+            continue
+        for lib, t in r["median_s"].items():
+            if t is not None:
+                per_v.setdefault((lib, r["dtype"]), {}).setdefault(r["V"], []).append(t / r["N"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {"jaxloss": "C0", "optax": "C1", "torch": "C2", "copy": "0.5"}
+    for (lib, dtype), by_v in per_v.items():
+        v = sorted(by_v)
+        t = [1e6 * float(np.mean(by_v[k])) for k in v]  # shapes sharing a V: their mean
+        style = "o-" if dtype == "float32" else "s--"
+        ax.plot(v, t, style, color=colors.get(lib), label=f"{lib} ({dtype})")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="vocabulary size V",
+        ylabel="fwd+bwd time per example (us)",
+        title="integer-label cross-entropy under jit: time vs vocabulary",
+    )
+    ax.legend(fontsize=8)
+    return {"ce_time_vs_vocab.png": fig}
+
+
+# Files.
+
+MARKDOWN = {"quality": quality_markdown, "speed": speed_markdown}
+FIGURES = {"quality": quality_figures, "speed": speed_figures}
+
+
+def write(part: str, records: Record, env: Record, out: Path) -> str:
+    """Writes `part`.md, `part`.json (the environment and the records) and the part's plots
+    to `out`, creating it; returns the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = MARKDOWN[part](records, env)
+    (out / f"{part}.md").write_text(text)
+    write_json(out / f"{part}.json", {"environment": env, **records})
+    for name, fig in FIGURES[part](records).items():
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+    return text
+
+
 def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _plain(dataclasses.asdict(obj))
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -126,5 +380,5 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: Record) -> None:
     path.write_text(json.dumps(_plain(data), indent=1) + "\n")

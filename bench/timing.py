@@ -29,8 +29,8 @@ def interleaved(calls: dict[str, Callable[[], Any]], repeats: int, bar: Any) -> 
     One untimed warm-up round first. Each round runs the candidates in a fresh random order
     (seeded), and after every call waits, untimed, half as long as the call took (at most
     0.5 s): the runtime releases a call's large buffers in the background, and without the
-    pause that work (tens of ms for a few hundred MiB on a 2-core machine) lands on whichever
-    candidate runs next. A fixed or rotated order would charge it to the same neighbour every round.
+    pause that work lands on whichever candidate runs next. A fixed or rotated order would
+    charge it to the same neighbour every round.
     """
     names = list(calls)
     for name in names:

@@ -14,6 +14,19 @@ STRICT = {
     "JAX_NUMPY_DTYPE_PROMOTION": "strict",
     "JAX_ENABLE_X64": "1",
 }
+PAIRING_KEYS = {
+    "key",
+    "name",
+    "output",
+    "test_accuracy",
+    "test_nll",
+    "ece",
+    "epochs_to_target",
+    "grad_norm_epoch1",
+    "frac_two_or_more_above_half",
+    "runs",
+}
+SPEED_KEYS = {"kind", "N", "V", "dtype", "pass", "median_s", "ratio_to_optax", "temp_bytes"}
 
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> str:
@@ -35,6 +48,21 @@ def _check_environment(env: dict) -> None:
     for package in ("jax", "jaxlib", "optax", "jaxloss"):
         assert env["versions"][package], package
     assert env["preset"] == "tiny"
+    assert {"XLA_FLAGS", "GLIBC_TUNABLES"} <= set(env["env"])
+
+
+def _check_report_wrote(out: Path, part: str, res: dict, stdout: str, plots: set[str]) -> None:
+    """The report wrote exactly the part's files, printed its Markdown, and renders that
+    Markdown again from the JSON alone: the JSON holds the records the tables come from."""
+    from bench import report
+
+    assert {p.name for p in out.iterdir()} == {f"{part}.md", f"{part}.json", *plots}
+    for name in plots:
+        assert (out / name).stat().st_size > 0
+    text = (out / f"{part}.md").read_text()
+    assert text.startswith(f"## {part}") and text in stdout
+    records = {k: v for k, v in res.items() if k != "environment"}
+    assert report.MARKDOWN[part](records, res["environment"]) == text
 
 
 def test_help_explains_every_option():
@@ -50,49 +78,47 @@ def test_quality(tmp_path):
         "--tiny", "--only", "quality", "--no-progress", "--out", str(tmp_path), env=STRICT
     )
     res = json.loads((tmp_path / "quality.json").read_text())
-    _check_quality_files(tmp_path, res, stdout)
-    _check_nll_pairing_gives_the_numbers_of_cross_entropy(res)
-    _check_sigmoid_gradients(res)
-    _check_multilabel(res)
-
-
-def _check_quality_files(out: Path, res: dict, stdout: str) -> None:
     _check_environment(res["environment"])
+    plots = {"learning_curves.png", "reliability.png", "grad_norms.png"}
+    _check_report_wrote(tmp_path, "quality", res, stdout, plots)
+    _check_pairings(res)
+    _check_nll_pairing_gives_the_numbers_of_cross_entropy(res, stdout)
+    _check_sigmoid_gradients(res)
+    _check_multilabel(res, stdout)
+
+
+def _check_pairings(res: dict) -> None:
     assert res["config"]["epochs"] == 2
-    for name in res["plots"]:
-        assert (out / name).stat().st_size > 0
-    assert {"learning_curves.png", "reliability.png", "grad_norms.png"} <= set(res["plots"])
-    assert res["tables"]["pairings"] in stdout
-    assert (out / "quality.md").read_text().startswith("## quality")
-    assert len(res["pairings"]) == 6
+    assert [p["key"] for p in res["pairings"]] == ["ce", "nll", "bce", "mse", "smoothing", "focal"]
     for p in res["pairings"]:
-        s = p["summary"]
-        assert 0 <= s["test_accuracy"] <= 1 and 0 <= s["ece"] <= 1
-        assert s["test_nll"] > 0 and s["grad_norm_epoch1"] > 0
-        assert s["epochs_to_target"] is None or 1 <= s["epochs_to_target"] <= 2
+        assert PAIRING_KEYS <= set(p), PAIRING_KEYS - set(p)
+        assert 0 <= p["test_accuracy"] <= 1 and 0 <= p["ece"] <= 1
+        assert p["test_nll"] > 0 and p["grad_norm_epoch1"] > 0
+        assert p["epochs_to_target"] is None or 1 <= p["epochs_to_target"] <= 2
         run = p["runs"][0]
         assert len(run["curves"]["test_accuracy"]) == 2
         assert sum(run["calibration"]["bin_count"]) == res["data"]["y_test"][0]
-        assert ("frac_two_or_more_above_half" in s) == (p["output"] == "sigmoid")
+        assert (p["frac_two_or_more_above_half"] is not None) == (p["output"] == "sigmoid")
 
 
-def _check_nll_pairing_gives_the_numbers_of_cross_entropy(res: dict) -> None:
+def _check_nll_pairing_gives_the_numbers_of_cross_entropy(res: dict, stdout: str) -> None:
     ident = res["nll_vs_ce"]
     # The same function of the logits: equal up to float32 rounding (bitwise is recorded).
     assert ident["loss_max_scaled_diff_on_same_logits"] <= 1e-6
-    assert ident["trained_metrics_identical_as_printed"]
-    first, second = (res["pairings"][i]["summary"] for i in (0, 1))
+    assert "the printed metrics are identical." in stdout
+    by_key = {p["key"]: p for p in res["pairings"]}
     for key in ("test_accuracy", "test_nll", "ece", "grad_norm_epoch1"):
-        np.testing.assert_allclose(first[key], second[key], rtol=1e-4)
+        np.testing.assert_allclose(by_key["ce"][key], by_key["nll"][key], rtol=1e-4)
 
 
 def _check_sigmoid_gradients(res: dict) -> None:
     g = res["sigmoid_grad_norm_epoch1"]
-    assert g["one_vs_all_bce"] == res["pairings"][2]["summary"]["grad_norm_epoch1"]
-    assert g["squared_error"] == res["pairings"][3]["summary"]["grad_norm_epoch1"]
+    by_key = {p["key"]: p for p in res["pairings"]}
+    assert g["one_vs_all_bce"] == by_key["bce"]["grad_norm_epoch1"]
+    assert g["squared_error"] == by_key["mse"]["grad_norm_epoch1"]
 
 
-def _check_multilabel(res: dict) -> None:
+def _check_multilabel(res: dict, stdout: str) -> None:
     multi = res["multilabel"]
     assert multi["attributes"]["closed loop"] == [0, 4, 6, 8, 9]
     assert set(multi["pos_weight"]) == {"even", "> 4", "prime", "closed loop"}
@@ -102,20 +128,22 @@ def _check_multilabel(res: dict) -> None:
         "softmax CE over 16 combinations",
     ]
     for m in multi["models"]:
-        assert set(m["summary"]["f1"]) == set(multi["pos_weight"])
-        assert 0 <= m["summary"]["subset_accuracy"] <= 1
+        assert set(m["f1"]) == set(multi["pos_weight"])
+        np.testing.assert_allclose(m["mean_f1"], np.mean(list(m["f1"].values())))
+        assert 0 <= m["subset_accuracy"] <= 1
+        assert f"| {m['name']} " in stdout
 
 
-def test_speed_writes_json_tables_and_plot(tmp_path):
+def test_speed(tmp_path):
     stdout = _bench("--tiny", "--only", "speed", "--no-progress", "--out", str(tmp_path))
     res = json.loads((tmp_path / "speed.json").read_text())
     _check_environment(res["environment"])
-    assert (tmp_path / "ce_time_vs_vocab.png").stat().st_size > 0
-    assert res["tables"]["cross_entropy"] in stdout
+    _check_report_wrote(tmp_path, "speed", res, stdout, {"ce_time_vs_vocab.png"})
     cfg = res["config"]
     rows = res["cross_entropy"]
     assert len(rows) == 2 * len(cfg["ce_shapes"]) * len(cfg["dtypes"])
     for r in rows + res["soft_cross_entropy"]:
+        assert SPEED_KEYS <= set(r), SPEED_KEYS - set(r)
         assert r["median_s"]["jaxloss"] > 0 and r["median_s"]["optax"] > 0
         assert r["median_s"]["copy"] > 0 and r["ratio_to_optax"]["optax"] == 1
         if r["dtype"] == "float32":
@@ -124,6 +152,7 @@ def test_speed_writes_json_tables_and_plot(tmp_path):
     assert all(
         (r["median_s"]["torch"] is not None) == has_torch for r in rows if r["dtype"] == "float32"
     )
+    assert ("torch ms |" in stdout) == has_torch
     fused = res["fused"]
     if "skipped" not in fused:
         assert fused["rows"][0]["name"] == "fused (jaxloss)"
@@ -133,7 +162,7 @@ def test_speed_writes_json_tables_and_plot(tmp_path):
             assert r["grad_max_abs_diff_vs_base"] < 1e-4
 
 
-def test_calibration_and_f1_by_hand():
+def test_calibration_by_hand():
     from bench import metrics
 
     p = np.array([[0.85, 0.15], [0.85, 0.15], [0.35, 0.65], [0.65, 0.35]])
@@ -141,9 +170,23 @@ def test_calibration_and_f1_by_hand():
     # Bin (0.8, 0.9]: accuracy 1/2 at confidence 0.85; bin (0.6, 0.7]: accuracy 1 at 0.65.
     assert cal["bin_count"][8] == 2 and cal["bin_count"][6] == 2
     np.testing.assert_allclose(cal["ece"], 0.5 * 0.35 + 0.5 * 0.35)
+
+
+def test_classification_and_multilabel_metrics_by_hand():
+    from bench import metrics
+
+    p = np.array([[0.5, 0.25, 0.25], [0.125, 0.75, 0.125]])
+    m = metrics.classification(np.log(p), np.array([0, 2]))
+    np.testing.assert_allclose(m["accuracy"], 0.5)
+    np.testing.assert_allclose(m["nll"], -0.5 * (np.log(0.5) + np.log(0.125)))
     pred = np.array([[1, 0], [1, 0], [0, 0]])
     true = np.array([[1, 0], [0, 0], [1, 0]])
-    np.testing.assert_allclose(metrics.f1_scores(pred, true), [0.5, 0.0])
+    m = metrics.multilabel(pred, true, ["a", "b"])
+    # Attribute b has no positives and no predictions: F1 0, not undefined.
+    assert m["f1"] == {"a": 0.5, "b": 0.0} and m["mean_f1"] == 0.25
+    np.testing.assert_allclose(m["subset_accuracy"], 1 / 3)
+    assert metrics.epochs_to_target([0.5, 0.96, 0.97], 0.95) == 2
+    assert metrics.epochs_to_target([0.5], 0.95) is None
 
 
 def test_sigmoid_log_probs_are_renormalised_sigmoids():
@@ -154,10 +197,12 @@ def test_sigmoid_log_probs_are_renormalised_sigmoids():
     np.testing.assert_allclose(np.exp(metrics.class_log_probs(x, "sigmoid")), s / s.sum())
 
 
-def test_markdown_table_is_aligned():
+def test_table_right_aligns_numbers_and_prints_cells_as_given():
     from bench import report
 
-    table = report.markdown_table(["name", "x"], [["a", "1.5"], ["long name", "10.25"]])
+    rows = [{"name": "a", "t": 0.0004}, {"name": "long name", "t": None}]
+    table = report.table(rows, {"name": lambda r: r["name"], "x ms": lambda r: report.ms(r["t"])})
     lines = table.splitlines()
-    assert lines[1] == "| --------- | ----: |"
+    assert lines[0].startswith("| name ") and lines[1].endswith(":|")
+    assert lines[2].endswith(" 0.40 |") and lines[3].endswith(" - |")
     assert len({len(line) for line in lines}) == 1
