@@ -1,8 +1,10 @@
 """Cases that need 8 devices; `test_parallel.py` runs this file in its own process with
-XLA_FLAGS=--xla_force_host_platform_device_count=8 (the flag must be set before jax starts)."""
+XLA_FLAGS=--xla_force_host_platform_device_count=8 (the flag must be set before jax starts).
+pytest loads conftest.py there too: the strict flags and the helpers are the same."""
 
 import itertools
 import re
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,18 +15,12 @@ from jax.sharding import PartitionSpec as P
 
 import jaxloss
 
-jax.config.update("jax_numpy_rank_promotion", "raise")
-jax.config.update("jax_numpy_dtype_promotion", "strict")
+from .conftest import STRICT_FLAGS, assert_close, requires_xla_cpu, temp_bytes
 
 if jax.device_count() < 8:  # pragma: no cover - collected by hand without the flag
     pytest.skip("needs 8 (simulated) devices", allow_module_level=True)
 
 N, D, V = 48, 16, 96
-KEYS = jax.random.split(jax.random.key(0), 3)
-HIDDEN = jax.random.normal(KEYS[0], (N, D), jnp.float32)
-WEIGHT = jax.random.normal(KEYS[1], (D, V), jnp.float32) * 0.5
-LABELS = jax.random.randint(KEYS[2], (N,), 0, V, jnp.int32).at[::7].set(-100)
-LOGITS = HIDDEN @ WEIGHT
 OPTIONS = [
     {},
     {"ignore_index": -100},
@@ -33,14 +29,35 @@ OPTIONS = [
 REF = jaxloss.softmax_cross_entropy_with_integer_labels
 
 
+class Problem(NamedTuple):
+    keys: jax.Array
+    hidden: jax.Array
+    weight: jax.Array
+    labels: jax.Array  # every 7th ignored (-100)
+    logits: jax.Array
+
+
+@pytest.fixture(scope="module")
+def problem() -> Problem:
+    keys = jax.random.split(jax.random.key(0), 3)
+    hidden = jax.random.normal(keys[0], (N, D), jnp.float32)
+    weight = jax.random.normal(keys[1], (D, V), jnp.float32) * 0.5
+    labels = jax.random.randint(keys[2], (N,), 0, V, jnp.int32).at[::7].set(-100)
+    return Problem(keys, hidden, weight, labels, hidden @ weight)
+
+
+def test_the_strict_flags_of_conftest_hold_here():
+    assert all(getattr(jax.config, flag) == value for flag, value in STRICT_FLAGS.items())
+
+
 def _mesh(data, vocab):
     devices = np.array(jax.devices()[: data * vocab]).reshape(data, vocab)
     return Mesh(devices, ("data", "vocab"))
 
 
 def _close(a, b):
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+    # float32 against float32, summed over other devices and in other orders.
+    assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def _weights(kw):  # per-example cotangents, so "none" is checked with unequal weights
@@ -48,11 +65,12 @@ def _weights(kw):  # per-example cotangents, so "none" is checked with unequal w
 
 
 @pytest.mark.parametrize("kw", OPTIONS)
-def test_jit_with_vocab_sharded_logits_never_gathers(kw):
+def test_jit_with_vocab_sharded_logits_never_gathers(kw, problem):
     mesh = _mesh(2, 4)
-    x = jax.device_put(LOGITS, NamedSharding(mesh, P("data", "vocab")))
+    x = jax.device_put(problem.logits, NamedSharding(mesh, P("data", "vocab")))
+    labels = problem.labels
     y = jax.device_put(
-        jnp.where(LABELS < 0, 0, LABELS) if not kw else LABELS, NamedSharding(mesh, P("data"))
+        jnp.where(labels < 0, 0, labels) if not kw else labels, NamedSharding(mesh, P("data"))
     )
 
     def f(x, y):
@@ -62,16 +80,16 @@ def test_jit_with_vocab_sharded_logits_never_gathers(kw):
     hlo = step.lower(x, y).compile().as_text()
     assert not re.search(rf"all-gather[^\n]*f32\[{N},{V}\]", hlo)
     assert "all-gather" not in hlo
-    _close(step(x, y), jax.value_and_grad(f)(LOGITS, y))
+    _close(step(x, y), jax.value_and_grad(f)(problem.logits, y))
 
 
 @pytest.mark.parametrize("kw", [OPTIONS[0], OPTIONS[2]])
-def test_jit_with_wide_vocab_sharded_rows_never_gathers(kw):
+def test_jit_with_wide_vocab_sharded_rows_never_gathers(kw, problem):
     # Rows of 2**12+ classes take the sampled shift (its first 128 logits live on one vocab
     # shard), and one row's max lies far above them: the exact branch, sharded too.
     n, v = 16, 8192
-    x = jax.random.normal(KEYS[0], (n, v), jnp.float32).at[3, 5000].set(300.0)
-    y = jax.random.randint(KEYS[1], (n,), 0, v, jnp.int32).at[::5].set(-100 if kw else 0)
+    x = jax.random.normal(problem.keys[0], (n, v), jnp.float32).at[3, 5000].set(300.0)
+    y = jax.random.randint(problem.keys[1], (n,), 0, v, jnp.int32).at[::5].set(-100 if kw else 0)
     mesh = _mesh(2, 4)
     xs = jax.device_put(x, NamedSharding(mesh, P("data", "vocab")))
     ys = jax.device_put(y, NamedSharding(mesh, P("data")))
@@ -86,7 +104,7 @@ def test_jit_with_wide_vocab_sharded_rows_never_gathers(kw):
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("kw", OPTIONS[1:])
-def test_shard_map_cross_entropy_equals_single_device(kw, reduction):
+def test_shard_map_cross_entropy_equals_single_device(kw, reduction, problem):
     mesh = _mesh(2, 4)
     kw = dict(kw, reduction=reduction)
     w = _weights(kw)
@@ -100,14 +118,15 @@ def test_shard_map_cross_entropy_equals_single_device(kw, reduction):
     sharded = jax.shard_map(
         local, mesh=mesh, in_specs=(P("data", "vocab"), P("data")), out_specs=out
     )
-    got = jax.jit(jax.value_and_grad(lambda x: jnp.sum(sharded(x, LABELS) * w)))(LOGITS)
-    want = jax.value_and_grad(lambda x: jnp.sum(REF(x, LABELS, **kw) * w))(LOGITS)
+    labels, logits = problem.labels, problem.logits
+    got = jax.jit(jax.value_and_grad(lambda x: jnp.sum(sharded(x, labels) * w)))(logits)
+    want = jax.value_and_grad(lambda x: jnp.sum(REF(x, labels, **kw) * w))(logits)
     _close(got, want)
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("kw", OPTIONS[1:])
-def test_shard_map_fused_equals_single_device(kw, reduction):
+def test_shard_map_fused_equals_single_device(kw, reduction, problem):
     mesh = _mesh(2, 4)
     kw = dict(kw, reduction=reduction)
     w = _weights(kw)
@@ -121,15 +140,17 @@ def test_shard_map_fused_equals_single_device(kw, reduction):
     sharded = jax.shard_map(
         local, mesh=mesh, in_specs=(P("data"), P(None, "vocab"), P("data")), out_specs=out
     )
+    labels = problem.labels
     got = jax.jit(
-        jax.value_and_grad(lambda h, wt: jnp.sum(sharded(h, wt, LABELS) * w), argnums=(0, 1))
-    )(HIDDEN, WEIGHT)
-    want = jax.value_and_grad(lambda h, wt: jnp.sum(REF(h @ wt, LABELS, **kw) * w), argnums=(0, 1))(
-        HIDDEN, WEIGHT
+        jax.value_and_grad(lambda h, wt: jnp.sum(sharded(h, wt, labels) * w), argnums=(0, 1))
+    )(problem.hidden, problem.weight)
+    want = jax.value_and_grad(lambda h, wt: jnp.sum(REF(h @ wt, labels, **kw) * w), argnums=(0, 1))(
+        problem.hidden, problem.weight
     )
     _close(got, want)
 
 
+@requires_xla_cpu
 def test_per_device_memory_falls_with_vocabulary_shards():
     n, d, v = 512, 64, 8192
     h = jnp.zeros((n, d), jnp.float32)
@@ -145,6 +166,5 @@ def test_per_device_memory_falls_with_vocabulary_shards():
             )
 
         f = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(None, "vocab"), P()), out_specs=P())
-        step = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
-        temps.append(step.lower(h, wt, y).compile().memory_analysis().temp_size_in_bytes)
+        temps.append(temp_bytes(jax.value_and_grad(f, argnums=(0, 1)), h, wt, y))
     assert all(a > b for a, b in itertools.pairwise(temps)), temps

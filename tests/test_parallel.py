@@ -1,4 +1,7 @@
-"""Runs the 8-device cases in their own process: the device count is fixed when jax starts."""
+"""Runs the 8-device cases in their own process: the device count is fixed when jax starts.
+
+The 8 devices are simulated host (CPU) devices, so that process runs on XLA:CPU whatever
+accelerator this one has."""
 
 import os
 import subprocess
@@ -7,7 +10,9 @@ from pathlib import Path
 
 
 def test_multidevice_cases_in_a_fresh_process():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
     here = Path(__file__).parent
     proc = subprocess.run(
         [

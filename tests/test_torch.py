@@ -9,7 +9,6 @@ import jaxloss
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-RNG = np.random.default_rng(11)
 
 
 def _t(x):
@@ -19,11 +18,11 @@ def _t(x):
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("weights", [False, True])
 @pytest.mark.parametrize("eps", [0.0, 0.15])
-def test_cross_entropy_matches_torch(reduction, weights, eps):
-    x = RNG.normal(size=(10, 6)) * 2
-    labels = RNG.integers(0, 6, 10)
+def test_cross_entropy_matches_torch(reduction, weights, eps, rng):
+    x = rng.normal(size=(10, 6)) * 2
+    labels = rng.integers(0, 6, 10)
     labels[[0, 3]] = -100
-    w = RNG.uniform(0.2, 3.0, 6) if weights else None
+    w = rng.uniform(0.2, 3.0, 6) if weights else None
     xt = _t(x)
     want = F.cross_entropy(
         xt,
@@ -50,10 +49,10 @@ def test_cross_entropy_matches_torch(reduction, weights, eps):
     np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-10, atol=1e-15)
 
 
-def test_nll_and_probability_targets_match_torch():
-    x = RNG.normal(size=(7, 5))
-    labels = RNG.integers(0, 5, 7)
-    w = RNG.uniform(0.2, 3.0, 5)
+def test_nll_and_probability_targets_match_torch(rng):
+    x = rng.normal(size=(7, 5))
+    labels = rng.integers(0, 5, 7)
+    w = rng.uniform(0.2, 3.0, 5)
     logp = np.asarray(jax.nn.log_softmax(x))
     for reduction in ("none", "mean", "sum"):
         want = F.nll_loss(
@@ -61,16 +60,16 @@ def test_nll_and_probability_targets_match_torch():
         )
         got = jaxloss.nll_loss(logp, labels, class_weights=w, reduction=reduction)
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-12)
-    y = np.exp(np.asarray(jax.nn.log_softmax(RNG.normal(size=(7, 5)))))
+    y = np.exp(np.asarray(jax.nn.log_softmax(rng.normal(size=(7, 5)))))
     want = F.cross_entropy(torch.tensor(x), torch.tensor(y), label_smoothing=0.2, reduction="mean")
     got = jaxloss.softmax_cross_entropy(x, y, label_smoothing=0.2, reduction="mean")
     np.testing.assert_allclose(got, want.item(), rtol=1e-12)
 
 
-def test_binary_losses_match_torch():
-    x = RNG.normal(size=(6, 4)) * 4
-    y = RNG.uniform(size=(6, 4))
-    pw = RNG.uniform(0.5, 4.0, 4)
+def test_binary_losses_match_torch(rng):
+    x = rng.normal(size=(6, 4)) * 4
+    y = rng.uniform(size=(6, 4))
+    pw = rng.uniform(0.5, 4.0, 4)
     want = F.binary_cross_entropy_with_logits(
         torch.tensor(x), torch.tensor(y), pos_weight=torch.tensor(pw), reduction="mean"
     )
@@ -82,9 +81,9 @@ def test_binary_losses_match_torch():
     np.testing.assert_allclose(jaxloss.binary_cross_entropy(p, yy), want.numpy(), rtol=1e-12)
 
 
-def test_kl_batchmean_matches_torch():
-    x = RNG.normal(size=(5, 7))
-    y = np.exp(np.asarray(jax.nn.log_softmax(RNG.normal(size=(5, 7)))))
+def test_kl_batchmean_matches_torch(rng):
+    x = rng.normal(size=(5, 7))
+    y = np.exp(np.asarray(jax.nn.log_softmax(rng.normal(size=(5, 7)))))
     y[0, 2] = 0.0
     logq = np.asarray(jax.nn.log_softmax(x))
     want = F.kl_div(torch.tensor(logq), torch.tensor(y), reduction="batchmean")
@@ -92,8 +91,8 @@ def test_kl_batchmean_matches_torch():
     np.testing.assert_allclose(got, want.item(), rtol=1e-12)
 
 
-def test_all_ignored_torch_gives_nan_we_give_zero():
-    x = RNG.normal(size=(3, 4))
+def test_all_ignored_torch_gives_nan_we_give_zero(rng):
+    x = rng.normal(size=(3, 4))
     labels = np.full(3, -100)
     assert np.isnan(F.cross_entropy(torch.tensor(x), torch.tensor(labels)).item())
     assert (
