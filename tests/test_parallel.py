@@ -1,4 +1,5 @@
-"""Runs the 8-device cases in their own process: the device count is fixed when jax starts.
+"""Runs the 8-device cases (`multidevice_cases.py`, and every option in
+`multidevice_options.py`) in their own process: the device count is fixed when jax starts.
 
 The 8 devices are simulated host (CPU) devices, so that process runs on XLA:CPU whatever
 accelerator this one has."""
@@ -8,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-def test_multidevice_cases_in_a_fresh_process():
+
+@pytest.mark.parametrize("cases", ["multidevice_cases.py", "multidevice_options.py"])
+def test_multidevice_cases_in_a_fresh_process(cases):
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
     )
@@ -24,7 +28,7 @@ def test_multidevice_cases_in_a_fresh_process():
             "no:cacheprovider",
             "-p",
             "no:xdist",
-            str(here / "multidevice_cases.py"),
+            str(here / cases),
         ],
         env=env,
         cwd=here.parent,
