@@ -281,7 +281,8 @@ def linear_softmax_cross_entropy(
       class_weights: ``[V]`` weights :math:`w` (1 when None).
       label_smoothing: :math:`\varepsilon \in [0, 1]`.
       z_loss: :math:`\zeta \ge 0`, the weight of the squared log-normaliser.
-      logit_soft_cap: :math:`c > 0`: each chunk's logits become :math:`c \tanh(x / c)` first.
+      logit_soft_cap: :math:`c > 0`: each chunk's float32 logits become :math:`c \tanh(x / c)`
+        first (the materialised loss rounds capped half-precision logits to their dtype).
       reduction: ``"none"``, ``"sum"``, or ``"mean"``: the sum divided by :math:`\sum w_y` over
         the non-ignored tokens (0 when there are none).
       chunk_size: tokens per step of the scan; by default :math:`\max(256, 2^{23} / V)`. Each

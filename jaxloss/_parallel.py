@@ -133,7 +133,8 @@ def vocab_parallel_linear_softmax_cross_entropy(
       class_weights: this device's ``[V / k]`` slice of the class weights.
       label_smoothing: :math:`\varepsilon \in [0, 1]`, spread over the included classes.
       z_loss: :math:`\zeta \ge 0`.
-      logit_soft_cap: :math:`c > 0`: each chunk's logits become :math:`c \tanh(x / c)` first.
+      logit_soft_cap: :math:`c > 0`: each chunk's float32 logits become :math:`c \tanh(x / c)`
+        first (the materialised loss rounds capped half-precision logits to their dtype).
       reduction: ``"none"``, ``"sum"`` or ``"mean"`` over the non-ignored tokens.
       chunk_size: tokens per step of the scan; by default :math:`\max(256, 2^{23} / (V/k))`.
       batch_axis_name: the mesh axis the batch is split over, if any, for ``"mean"``/``"sum"``.

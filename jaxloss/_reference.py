@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 
 
 def row_max(x: jax.Array, rows: Rows) -> jax.Array:
-    """The max over the classes, in the compute dtype."""
-    m = jnp.max(x, rows.axis, keepdims=True).astype(compute_dtype(x.dtype))
-    return all_max(m, rows.axis_name)
+    """The max over the classes, in the compute dtype. It carries no derivative (the shift
+    cancels), and stopped before the pmax, a derivative of the gradient never reaches the
+    pmax, which has no differentiation rule."""
+    m = jnp.max(jax.lax.stop_gradient(x), rows.axis, keepdims=True)
+    return all_max(m.astype(compute_dtype(x.dtype)), rows.axis_name)
 
 
 def shift(x: jax.Array, index: jax.Array | None, rows: Rows) -> jax.Array:

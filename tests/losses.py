@@ -171,9 +171,8 @@ CE_OPTIONS = {
 # logits exist only as float32 chunks. Their "[all options]" cases take chunks of 2 tokens:
 # the last chunk of an odd batch is short.
 FUSED = {"axis": False, "forward_mode": False, "cap_in_dtype": False}
-# Vocabulary-parallel: classes last, and first derivatives only: differentiating the
-# gradient meets the pmax of the row maxima, which has no differentiation rule.
-SHARDED = {"axis": False, "grad_order": 1}
+# Vocabulary-parallel: classes last.
+SHARDED = {"axis": False}
 
 
 def _labels(name: str, fn: Callable, kwargs: dict, **fields: Any) -> Case:

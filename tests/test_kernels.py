@@ -9,6 +9,8 @@ import pytest
 import jaxloss
 from jaxloss import _backend
 
+from .conftest import requires_xla_cpu
+
 CE = jaxloss.softmax_cross_entropy_with_integer_labels
 
 # Shapes that take each XLA:CPU arrangement: short rows, the sampled shift (2**12+ classes),
@@ -76,7 +78,7 @@ def test_forcing_an_unknown_kernel_is_an_error():
         pass
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="which kernels run is XLA:CPU's")
+@requires_xla_cpu
 def test_the_dispatch_lowers_the_cpu_kernels_on_cpu():
     # The sampled shift's guarded sums compile to a conditional; the reference has none.
     x, y, _ = _data(jnp.float32, (6, 5000), None)
