@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -25,6 +27,31 @@ def _plogp_ratio(p: jax.Array, log_p: jax.Array, log_q: jax.Array) -> jax.Array:
     # the value and of every derivative.
     support = p > 0
     return jnp.where(support, p * (jnp.where(support, log_p, 0) - jnp.where(support, log_q, 0)), 0)
+
+
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+
+
+def divergence_terms(log_s: jax.Array, log_p: jax.Array, divergence: str, beta: Any) -> jax.Array:
+    """Per-class terms whose sum over the classes is the divergence between S = exp(log_s) (the
+    student, the model) and P = exp(log_p) (the teacher, the target): KL(P||S), KL(S||P), or
+    the generalized JSD  beta KL(P||M) + (1 - beta) KL(S||M)  with  M = beta P + (1 - beta) S."""
+    s, p = jnp.exp(log_s), jnp.exp(log_p)
+    if divergence == "forward_kl":
+        return _plogp_ratio(p, log_p, log_s)
+    if divergence == "reverse_kl":
+        return _plogp_ratio(s, log_s, log_p)
+    # Where both are 0, log M would be -inf with a NaN derivative; nothing uses it there.
+    either = (p > 0) | (s > 0)
+    beta = jnp.asarray(beta, log_s.dtype)
+    log_m = jnp.logaddexp(
+        jnp.log(beta) + jnp.where(either, log_p, 0), jnp.log1p(-beta) + jnp.where(either, log_s, 0)
+    )
+    jsd: jax.Array = beta * _plogp_ratio(p, log_p, log_m) + (1 - beta) * _plogp_ratio(
+        s, log_s, log_m
+    )
+    return jsd
 
 
 def _per_example(values: jax.Array, m: Masked, reduction: Reduction) -> jax.Array:
@@ -152,9 +179,4 @@ def js_divergence(
     m, log_p, axis = _log_probs(logits_p, axis, where, "logits_p")
     _, log_q, _ = _log_probs(logits_q, axis, where, "logits_q")
     _checks.check_same_shape(log_p, log_q, "logits_p", "logits_q")
-    p, q = jnp.exp(log_p), jnp.exp(log_q)
-    # Where both are 0, log m would be -inf - log 2 with a NaN derivative; nothing uses it there.
-    either = (p > 0) | (q > 0)
-    log_m = jnp.logaddexp(jnp.where(either, log_p, 0), jnp.where(either, log_q, 0)) - jnp.log(2.0)
-    values = 0.5 * (_plogp_ratio(p, log_p, log_m) + _plogp_ratio(q, log_q, log_m))
-    return _per_example(values, m, reduction)
+    return _per_example(divergence_terms(log_q, log_p, "jsd", 0.5), m, reduction)

@@ -10,7 +10,8 @@ vocabulary's sums taken over a mesh axis.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from collections.abc import Callable, Hashable
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -28,27 +29,21 @@ CHUNK_ELEMENTS = 2**23
 MIN_CHUNK = 256
 
 
-class _Config(NamedTuple):
+class Config(NamedTuple):
     """Static options of one fused call (hashable: custom_vjp takes it as nondiff)."""
 
     chunk: int  # tokens per step
     axis_name: AxisName  # mesh axis the vocabulary is split over, or None
-    terms: tuple[bool, bool, bool]  # label_smoothing, z_loss, logit_soft_cap are on
+    loss: Callable[..., jax.Array]  # loss(logits, hyper, tokens, consts, config) -> [chunk]
+    static: Hashable  # the loss's own static options
 
 
-class _Inputs(NamedTuple):
-    """What each chunk's loss needs besides hidden and weight; `hyper` is differentiable."""
+class Inputs(NamedTuple):
+    """What each chunk's loss needs besides hidden and weight."""
 
-    lab: Labels  # [N, 1] fields
-    where: jax.Array | None  # [V] (this device's slice)
-    class_weights: jax.Array | None
-    hyper: tuple[jax.Array, jax.Array, jax.Array]  # label_smoothing, z_loss, logit_soft_cap
-
-
-def _options(inputs: _Inputs, hyper: tuple[jax.Array, ...], cfg: _Config) -> LabelOptions:
-    terms = zip(hyper, cfg.terms, (0, 0, None), strict=True)
-    eps, zeta, cap = (v if on else off for v, on, off in terms)
-    return LabelOptions(eps, zeta, cap, inputs.class_weights)
+    tokens: Any  # arrays of one row per token, [N, ...], cut into chunks; no gradient
+    consts: Any  # arrays every chunk reads whole; no gradient
+    hyper: tuple[jax.Array, ...]  # scalars, differentiable
 
 
 def _chunked(x: jax.Array, c: int) -> jax.Array:
@@ -78,7 +73,7 @@ def _sum_to(grad: jax.Array, primal: jax.Array) -> jax.Array:
 
 
 def _scan(
-    h: jax.Array, w: jax.Array, inputs: _Inputs, cot: jax.Array | None, cfg: _Config
+    h: jax.Array, w: jax.Array, inputs: Inputs, cot: jax.Array | None, cfg: Config
 ) -> tuple[jax.Array, Any]:
     """Per-example losses [n]; with cotangents `cot` [n], also the gradients of Σ cot·loss
     with respect to hidden, weight and the hyperparameters."""
@@ -87,19 +82,18 @@ def _scan(
     hc = _chunked(h, cfg.chunk)
     # dW's matmul takes each chunk transposed, [d, c] @ [c, V], rather than a transposed operand.
     ht = None if cot is None else jnp.swapaxes(hc, 1, 2)
-    labs = jax.tree.map(lambda a: _chunked(a, cfg.chunk), inputs.lab)
+    tokens = jax.tree.map(lambda a: _chunked(a, cfg.chunk), inputs.tokens)
     cots = None if cot is None else _chunked(cot, cfg.chunk)
 
-    def loss(logits: jax.Array, hyper: tuple[jax.Array, ...], lab: Labels) -> jax.Array:
-        opts = _options(inputs, hyper, cfg)
-        return labelled_loss(logits, lab, inputs.where, opts, 1, cfg.axis_name)[0]
+    def loss(logits: jax.Array, hyper: tuple[jax.Array, ...], tokens: Any) -> jax.Array:
+        return cfg.loss(logits, hyper, tokens, inputs.consts, cfg)
 
     def step(carry: Any, xs: Any) -> tuple[Any, Any]:
-        h_i, ht_i, lab, cot_i = xs
+        h_i, ht_i, tokens_i, cot_i = xs
         logits = jnp.dot(h_i, w, preferred_element_type=acc)
         if cot is None:
-            return carry, (loss(logits, inputs.hyper, lab), None)
-        values, pull = jax.vjp(functools.partial(loss, lab=lab), logits, inputs.hyper)
+            return carry, (loss(logits, inputs.hyper, tokens_i), None)
+        values, pull = jax.vjp(functools.partial(loss, tokens=tokens_i), logits, inputs.hyper)
         g, d_hyper = pull(_varying(cot_i.astype(values.dtype), values))
         g = g.astype(w.dtype)
         dw, d_hyper_sum = carry
@@ -111,7 +105,7 @@ def _scan(
     if cot is not None:
         dw0 = _varying(jnp.zeros(w.shape, acc), h, w, cot, *jax.tree.leaves(inputs))
         carry = (dw0, jax.tree.map(jnp.zeros_like, inputs.hyper))
-    carry, (values, dh) = jax.lax.scan(step, carry, (hc, ht, labs, cots))
+    carry, (values, dh) = jax.lax.scan(step, carry, (hc, ht, tokens, cots))
     values = values.reshape(-1)[:n]
     if cot is None:
         return values, None
@@ -119,27 +113,28 @@ def _scan(
     return values, (dh.reshape(-1, d)[:n], dw, d_hyper)
 
 
-def _cotangents(grads: Any, scale: jax.Array, h: jax.Array, w: jax.Array, inputs: _Inputs) -> Any:
+def _cotangents(grads: Any, scale: jax.Array, h: jax.Array, w: jax.Array, inputs: Inputs) -> Any:
     """Gradients times `scale`, summed over the mesh axes their inputs are replicated on, in
-    their inputs' dtypes; labels, masks and class weights get none."""
+    their inputs' dtypes; tokens and constants get none."""
     dh, dw, d_hyper = grads
     d_hyper = tuple(_sum_to(d * scale, x) for d, x in zip(d_hyper, inputs.hyper, strict=True))
-    none = _Inputs(jax.tree.map(lambda _: None, inputs.lab), None, None, d_hyper)
+    nothing = functools.partial(jax.tree.map, lambda _: None)
+    none = Inputs(nothing(inputs.tokens), nothing(inputs.consts), d_hyper)
     return (_sum_to(dh * scale, h).astype(h.dtype), _sum_to(dw * scale, w).astype(w.dtype), none)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _total(h: jax.Array, w: jax.Array, inputs: _Inputs, cfg: _Config) -> jax.Array:
+def _total(h: jax.Array, w: jax.Array, inputs: Inputs, cfg: Config) -> jax.Array:
     """Σ loss over the tokens; the gradients are computed in the forward pass (6·N·D·V flops)."""
     return jnp.sum(_scan(h, w, inputs, None, cfg)[0])
 
 
-def _total_fwd(h: jax.Array, w: jax.Array, inputs: _Inputs, cfg: _Config) -> tuple[Any, ...]:
+def _total_fwd(h: jax.Array, w: jax.Array, inputs: Inputs, cfg: Config) -> tuple[Any, ...]:
     values, grads = _scan(h, w, inputs, jnp.ones(h.shape[0], compute_dtype(h.dtype)), cfg)
     return jnp.sum(values), (grads, h, w, inputs)
 
 
-def _total_bwd(cfg: _Config, res: tuple[Any, ...], g: jax.Array) -> tuple[Any, ...]:
+def _total_bwd(cfg: Config, res: tuple[Any, ...], g: jax.Array) -> tuple[Any, ...]:
     grads, h, w, inputs = res
     out: tuple[Any, ...] = _cotangents(grads, g, h, w, inputs)
     return out
@@ -149,17 +144,17 @@ _total.defvjp(_total_fwd, _total_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _per_token(h: jax.Array, w: jax.Array, inputs: _Inputs, cfg: _Config) -> jax.Array:
+def _per_token(h: jax.Array, w: jax.Array, inputs: Inputs, cfg: Config) -> jax.Array:
     """Loss per token: an arbitrary cotangent per token, so the backward pass runs the scan
     again (8·N·D·V flops in all)."""
     return _scan(h, w, inputs, None, cfg)[0]
 
 
-def _per_token_fwd(h: jax.Array, w: jax.Array, inputs: _Inputs, cfg: _Config) -> tuple[Any, ...]:
+def _per_token_fwd(h: jax.Array, w: jax.Array, inputs: Inputs, cfg: Config) -> tuple[Any, ...]:
     return _scan(h, w, inputs, None, cfg)[0], (h, w, inputs)
 
 
-def _per_token_bwd(cfg: _Config, res: tuple[Any, ...], g: jax.Array) -> tuple[Any, ...]:
+def _per_token_bwd(cfg: Config, res: tuple[Any, ...], g: jax.Array) -> tuple[Any, ...]:
     h, w, inputs = res
     _, grads = _scan(h, w, inputs, g, cfg)
     out: tuple[Any, ...] = _cotangents(grads, jnp.ones((), g.dtype), h, w, inputs)
@@ -169,32 +164,64 @@ def _per_token_bwd(cfg: _Config, res: tuple[Any, ...], g: jax.Array) -> tuple[An
 _per_token.defvjp(_per_token_fwd, _per_token_bwd)
 
 
-def _terms(opts: LabelOptions) -> tuple[bool, bool, bool]:
-    eps, zeta, cap = opts[:3]
-    return (not isinstance(eps, (int, float)), not isinstance(zeta, (int, float)), cap is not None)
-
-
-def _check_projection(hidden: ArrayLike, weight: ArrayLike) -> tuple[jax.Array, jax.Array]:
-    h = _checks.check_float(hidden, "hidden")
-    w = _checks.check_float(weight, "weight")
+def check_projection(
+    hidden: ArrayLike, weight: ArrayLike, names: tuple[str, str] = ("hidden", "weight")
+) -> tuple[jax.Array, jax.Array]:
+    """`hidden` [..., D] and `weight` [D, V] of one floating dtype."""
+    h = _checks.check_float(hidden, names[0])
+    w = _checks.check_float(weight, names[1])
     if h.ndim < 1 or w.ndim != 2 or w.shape[0] != h.shape[-1]:
         raise ValueError(
-            f"weight must be [D, V] with D = hidden.shape[-1]; got hidden.shape={h.shape} "
-            f"and weight.shape={w.shape}"
+            f"{names[1]} must be [D, V] with D = {names[0]}.shape[-1]; got "
+            f"{names[0]}.shape={h.shape} and {names[1]}.shape={w.shape}"
         )
     if h.dtype != w.dtype:
         raise TypeError(
-            f"hidden.dtype={h.dtype} and weight.dtype={w.dtype} differ; cast one of them"
+            f"{names[0]}.dtype={h.dtype} and {names[1]}.dtype={w.dtype} differ; cast one of them"
         )
     return h, w
 
 
-def _chunk(chunk_size: int | None, v_local: int, n: int) -> int:
+def chunk_length(chunk_size: int | None, v_local: int, n: int, share: int = 1) -> int:
+    """`chunk_size`, or by default about CHUNK_ELEMENTS / share logits and at least
+    MIN_CHUNK / share tokens (a loss that holds `share` times as many [chunk, V] arrays per
+    step takes chunks `share` times shorter)."""
     if chunk_size is None:
-        chunk_size = max(MIN_CHUNK, CHUNK_ELEMENTS // max(v_local, 1) // 8 * 8)
+        elements = CHUNK_ELEMENTS // share // max(v_local, 1) // 8 * 8
+        chunk_size = max(MIN_CHUNK // share, elements)
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     return min(chunk_size, max(n, 1))
+
+
+def fused(
+    h: jax.Array,
+    w: jax.Array,
+    inputs: Inputs,
+    cfg: Config,
+    reduction: Reduction,
+    count: jax.Array | None,
+    batch_axis_name: AxisName = None,
+) -> jax.Array:
+    """The chunked loss of tokens `h` [N, D]: per token ([N]), or its sum or mean. "mean"
+    divides by `count` (by N when None); with `batch_axis_name` over the global batch."""
+    if reduction == "none":
+        return _per_token(h, w, inputs, cfg)
+    if count is None:
+        count = jnp.asarray(h.shape[0], compute_dtype(h.dtype))
+    return reduce(_total(h, w, inputs, cfg)[None], reduction, count[None], batch_axis_name)
+
+
+def _label_chunk(
+    logits: jax.Array, hyper: tuple[jax.Array, ...], lab: Labels, consts: Any, cfg: Config
+) -> jax.Array:
+    """The integer-label cross-entropy of one chunk; `cfg.static` says which of label
+    smoothing, z-loss and the soft cap are on."""
+    where, class_weights = consts
+    terms = zip(hyper, cast(tuple[bool, ...], cfg.static), (0, 0, None), strict=True)
+    eps, zeta, cap = (v if on else off for v, on, off in terms)
+    opts = LabelOptions(eps, zeta, cap, class_weights)
+    return labelled_loss(logits, lab, where, opts, 1, cfg.axis_name)[0]
 
 
 def fused_cross_entropy(
@@ -207,9 +234,9 @@ def fused_cross_entropy(
     axis_name: AxisName = None,
     batch_axis_name: AxisName = None,
 ) -> jax.Array:
-    """Validation, flattening and reduction around the two custom-vjp scans; `options` are
-    the keyword options shared with softmax_cross_entropy_with_integer_labels."""
-    h, w = _check_projection(hidden, weight)
+    """Validation, flattening and reduction around the chunked scan; `options` are the keyword
+    options shared with softmax_cross_entropy_with_integer_labels."""
+    h, w = check_projection(hidden, weight)
     _checks.check_reduction(reduction)
     y = _checks.check_labels(labels, h.shape, h.ndim - 1, "hidden")
     h, v_local = h.reshape(-1, h.shape[-1]), w.shape[1]
@@ -219,22 +246,23 @@ def fused_cross_entropy(
     lab, opts = prepare(
         (h.shape[0], v_local), h.dtype, y.reshape(-1), 1, "hidden", options, axis_name
     )
-    cfg = _Config(_chunk(chunk_size, v_local, h.shape[0]), axis_name, _terms(opts))
+    eps, zeta, cap = opts[:3]
+    terms = (not isinstance(eps, (int, float)), not isinstance(zeta, (int, float)), cap is not None)
+    cfg = Config(chunk_length(chunk_size, v_local, h.shape[0]), axis_name, _label_chunk, terms)
     acc = compute_dtype(h.dtype)
-    hyper = tuple(
-        jnp.asarray(v if on else 1, acc)
-        for v, on in zip(opts[:3], cfg.terms, strict=True)  # an unused cap: any value
-    )
-    inputs = _Inputs(lab, where, opts.class_weights, hyper)  # type: ignore[arg-type]
-    if reduction == "none":
-        return _per_token(h, w, inputs, cfg).reshape(y.shape)
-    has_class = None
-    if where is not None:
-        has_class = all_sum(jnp.sum(where, dtype=jnp.int32), axis_name) > 0
-        has_class = jnp.broadcast_to(has_class, lab.label.shape)
-    weight_ = example_weight(lab, has_class, acc)
-    count = jnp.asarray(h.shape[0], acc) if weight_ is None else jnp.sum(weight_)
-    return reduce(_total(h, w, inputs, cfg)[None], reduction, count[None], batch_axis_name)
+    # An unused term's hyperparameter is any value.
+    hyper = tuple(jnp.asarray(v if on else 1, acc) for v, on in zip(opts[:3], terms, strict=True))
+    inputs = Inputs(lab, (where, opts.class_weights), hyper)
+    count = None
+    if reduction != "none":
+        has_class = None
+        if where is not None:
+            has_class = all_sum(jnp.sum(where, dtype=jnp.int32), axis_name) > 0
+            has_class = jnp.broadcast_to(has_class, lab.label.shape)
+        weight_ = example_weight(lab, has_class, acc)
+        count = None if weight_ is None else jnp.sum(weight_)
+    out = fused(h, w, inputs, cfg, reduction, count, batch_axis_name)
+    return out.reshape(y.shape) if reduction == "none" else out
 
 
 def linear_softmax_cross_entropy(

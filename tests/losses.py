@@ -148,10 +148,19 @@ def vocab_parallel_linear_on_logits(logits, labels, **kwargs):
     return _shard_mapped(fn, (logits, eye), (P(), _classes_split(eye)), labels, kwargs)
 
 
+@_adapter
+def linear_distillation_on_logits(logits, teacher_logits, **kwargs):
+    """`linear_distillation_loss` of ``hidden = logits``, ``teacher_hidden = teacher_logits``
+    and identity projections for both."""
+    eye = _identity(logits)
+    return jaxloss.linear_distillation_loss(logits, eye, teacher_logits, eye, **kwargs)
+
+
 ADAPTERS = {  # adapter: the public loss it calls
     linear_on_logits: jaxloss.linear_softmax_cross_entropy,
     vocab_parallel_on_logits: jaxloss.vocab_parallel_softmax_cross_entropy,
     vocab_parallel_linear_on_logits: jaxloss.vocab_parallel_linear_softmax_cross_entropy,
+    linear_distillation_on_logits: jaxloss.linear_distillation_loss,
 }
 
 # ---------------------------------------------------------------- the registry
@@ -244,6 +253,29 @@ CASES = [
     Case("kl_divergence", jaxloss.kl_divergence, "probs", "example", {}),
     Case("js_divergence", jaxloss.js_divergence, "logits", "example", {}),
     Case("entropy", jaxloss.entropy, "none", "example", {}),
+    Case("distillation_loss", jaxloss.distillation_loss, "logits", "example", {}),
+    Case(
+        "distillation_loss[reverse_kl, T]",
+        jaxloss.distillation_loss,
+        "logits",
+        "example",
+        {"divergence": "reverse_kl", "temperature": 2.0},
+    ),
+    Case(
+        "distillation_loss[jsd, where, T]",
+        jaxloss.distillation_loss,
+        "logits",
+        "example",
+        {"divergence": "jsd", "beta": 0.3, "temperature": 3.0, "where": "mask"},
+    ),
+    Case(
+        "linear_distillation_loss[jsd, where, T]",
+        linear_distillation_on_logits,
+        "logits",
+        "example",
+        {"divergence": "jsd", "beta": 0.3, "temperature": 3.0, "where": "mask", "chunk_size": 2},
+        **FUSED,
+    ),
     _labels("linear_softmax_cross_entropy", linear_on_logits, {}, **FUSED),
     _labels(
         "linear_softmax_cross_entropy[all options]",

@@ -123,3 +123,28 @@ def js(p, q):
 
 def softmax(x):
     return np.exp(log_softmax(np.asarray(x, np.float64), axis=-1))
+
+
+def distillation(student, teacher, divergence="forward_kl", beta=0.5, temperature=1.0, where=None):
+    """T² D(P, S) per example, classes last; `where` excluded classes have probability 0."""
+    x = np.asarray(student, np.float64) / temperature
+    t = np.asarray(teacher, np.float64) / temperature
+    if where is not None:
+        x, t = np.where(where, x, -np.inf), np.where(where, t, -np.inf)
+    log_s, log_p = log_softmax(x, axis=-1), log_softmax(t, axis=-1)
+    s, p = np.exp(log_s), np.exp(log_p)
+
+    def kl(a, log_a, log_b):  # Σ a log(a / b), 0 log 0 = 0
+        with np.errstate(invalid="ignore"):
+            return np.sum(np.where(a > 0, a * (log_a - log_b), 0.0), axis=-1)
+
+    if divergence == "forward_kl":
+        d = kl(p, log_p, log_s)
+    elif divergence == "reverse_kl":
+        d = kl(s, log_s, log_p)
+    else:
+        m = beta * p + (1 - beta) * s
+        with np.errstate(divide="ignore"):
+            log_m = np.log(m)
+        d = beta * kl(p, log_p, log_m) + (1 - beta) * kl(s, log_s, log_m)
+    return temperature**2 * d

@@ -7,13 +7,20 @@ import numpy as np
 import pytest
 
 import jaxloss
-from jaxloss import _classification, _divergence, _large_vocab, _parallel, _reduction
+from jaxloss import (
+    _classification,
+    _distillation,
+    _divergence,
+    _large_vocab,
+    _parallel,
+    _reduction,
+)
 
 PUBLIC = sorted(n for n in dir(jaxloss) if not n.startswith("_") and callable(getattr(jaxloss, n)))
 
 
 @pytest.mark.parametrize(
-    "module", [_classification, _divergence, _reduction, _large_vocab, _parallel]
+    "module", [_classification, _divergence, _distillation, _reduction, _large_vocab, _parallel]
 )
 def test_doctests(module):
     np.set_printoptions(precision=4, suppress=True)
@@ -33,4 +40,6 @@ def test_public_function_is_documented(name):
 def test_options_are_keyword_only(name):
     params = list(inspect.signature(getattr(jaxloss, name)).parameters.values())
     positional = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
-    assert len(positional) <= 3 and all(p.default is p.empty for p in positional), name
+    # At most the model's output and the target; for the fused losses, hidden states and
+    # projections (of both models when distilling).
+    assert len(positional) <= 4 and all(p.default is p.empty for p in positional), name
