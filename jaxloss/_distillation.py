@@ -17,11 +17,11 @@ from jax.typing import ArrayLike
 
 from jaxloss import _checks, _large_vocab
 from jaxloss._cross_entropy import LabelOptions, labelled_loss, prepare
-from jaxloss._divergence import DIVERGENCES, Divergence, divergence_terms
+from jaxloss._divergence import DIVERGENCES, Divergence, divergence_sum
 from jaxloss._dtypes import compute_dtype
 from jaxloss._labels import Labels, finish
 from jaxloss._reduction import Reduction
-from jaxloss._softmax import Masked, log_softmax, mask_classes, reduce_examples
+from jaxloss._softmax import Masked, mask_classes, reduce_examples
 
 _NO_OPTIONS = LabelOptions(0, 0, None, None)
 # A step of the fused loss holds about four times as many [chunk, V] float32 arrays as the
@@ -75,13 +75,12 @@ def tempered_divergence(
 ) -> tuple[jax.Array, Masked]:
     """T²·D per example (keepdims) between S = softmax(student / T) and
     P = softmax(teacher / T), and the masked student logits (for `reduce_examples`)."""
-    m = mask_classes(_tempered(student, temperature), axis, where)
-    log_s = log_softmax(m)
-    log_p = log_softmax(mask_classes(_tempered(teacher, temperature), axis, where))
-    d = jnp.sum(divergence_terms(log_s, log_p.astype(log_s.dtype), kind, beta), axis, keepdims=True)
+    m_s = mask_classes(_tempered(student, temperature), axis, where)
+    m_t = mask_classes(_tempered(teacher, temperature), axis, where)
+    d = divergence_sum(m_s, m_t, beta, kind)
     if not _is_static_one(temperature):
         d = jnp.asarray(temperature, d.dtype) ** 2 * d
-    return d, m
+    return d, m_s
 
 
 def distillation_loss(
@@ -121,7 +120,8 @@ def distillation_loss(
     the student only. :math:`0 \log 0 = 0`, so a teacher logit of ``-inf`` (a class the teacher
     rules out) gives finite values and gradients for the forward KL and the JSD; the reverse
     KL is then :math:`+\infty` unless the student rules the class out too (its exact value).
-    Half-precision logits are accumulated in float32.
+    Half-precision logits are accumulated in float32; at ``temperature=1`` the value is
+    computed without a float32 copy of them (otherwise ``x / T`` is one, of each argument).
 
     Args:
       logits: the student's logits :math:`x`, ``[..., C]``.

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+from types import ModuleType
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxloss import _checks
+from jaxloss import _backend, _checks
+from jaxloss._backend import Rows
+from jaxloss._dtypes import compute_dtype
 from jaxloss._reduction import Reduction
-from jaxloss._softmax import Masked, log_softmax, mask_classes, reduce_examples
+from jaxloss._softmax import Masked, log_softmax, mask_classes, reduce_examples, softmax_parts
 
 
 def _log_probs(
@@ -52,6 +56,55 @@ def divergence_terms(log_s: jax.Array, log_p: jax.Array, divergence: str, beta: 
         s, log_s, log_m
     )
     return jsd
+
+
+def _plain_sum(x: jax.Array, t: jax.Array, beta: Any, kind: str, rows: Rows) -> jax.Array:
+    """Σ_c of the divergence's terms (keepdims) between S = softmax(x) and P = softmax(t),
+    on the core's log-softmax."""
+    log_s = log_softmax(Masked(x, None, None, rows))
+    log_p = log_softmax(Masked(t, None, None, rows)).astype(log_s.dtype)
+    return jnp.sum(divergence_terms(log_s, log_p, kind, beta), rows.axis, keepdims=True)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
+def _divergence_sum(x: jax.Array, t: jax.Array, beta: Any, kind: str, rows: Rows) -> jax.Array:
+    """`_plain_sum`, its value summed by the kernels from the logits as given (half precision
+    read as it is), so that no log-probabilities are stored; its derivative is `_plain_sum`'s."""
+
+    def constant(x: jax.Array) -> jax.Array:  # log p = x - (s + log Z)
+        s, log_z, _, _ = softmax_parts(x, None, None, rows)
+        return s + log_z
+
+    c_s, c_t = constant(x), constant(t)
+
+    def terms(x: jax.Array, t: jax.Array, c_s: jax.Array, c_t: jax.Array, beta: Any) -> Any:
+        log_s, log_p = x.astype(c_s.dtype) - c_s, t.astype(c_s.dtype) - c_t
+        return divergence_terms(log_s, log_p, kind, beta)
+
+    def total(kernels: ModuleType, *args: jax.Array) -> jax.Array:
+        out: jax.Array = kernels.class_sum(terms, args[:2], args[2:], rows, c_s.dtype, False)
+        return out
+
+    return _backend.dispatch(total, x, t, c_s, c_t, jnp.broadcast_to(beta, c_s.shape))
+
+
+@_divergence_sum.defjvp
+def _divergence_sum_jvp(
+    kind: str, rows: Rows, primals: tuple[Any, ...], tangents: tuple[Any, ...]
+) -> tuple[jax.Array, jax.Array]:
+    plain = functools.partial(_plain_sum, kind=kind, rows=rows)
+    out: tuple[jax.Array, jax.Array] = jax.jvp(plain, primals, tangents)
+    return out
+
+
+def divergence_sum(m_s: Masked, m_t: Masked, beta: Any, kind: str) -> jax.Array:
+    """Σ_c of the divergence's terms (keepdims) between S = softmax(x) and P = softmax(t) of
+    masked logits."""
+    x, t = m_s.x, m_t.x
+    dtype = compute_dtype(jnp.promote_types(x.dtype, t.dtype))
+    if x.shape[m_s.rows.axis] == 0:  # no class: a sum over nothing
+        return jnp.sum(jnp.zeros(x.shape, dtype), m_s.rows.axis, keepdims=True)
+    return _divergence_sum(x, t, jnp.asarray(beta, dtype), kind, m_s.rows)
 
 
 def _per_example(values: jax.Array, m: Masked, reduction: Reduction) -> jax.Array:
@@ -176,7 +229,9 @@ def js_divergence(
       >>> print(f"{jaxloss.js_divergence(p, q):.4f}")
       0.6931
     """
-    m, log_p, axis = _log_probs(logits_p, axis, where, "logits_p")
-    _, log_q, _ = _log_probs(logits_q, axis, where, "logits_q")
-    _checks.check_same_shape(log_p, log_q, "logits_p", "logits_q")
-    return _per_example(divergence_terms(log_q, log_p, "jsd", 0.5), m, reduction)
+    p = _checks.check_float(logits_p, "logits_p")
+    q = _checks.check_float(logits_q, "logits_q")
+    _checks.check_same_shape(p, q, "logits_p", "logits_q")
+    axis = _checks.check_axis(axis, p.ndim, "logits_p")
+    m_p, m_q = mask_classes(p, axis, where), mask_classes(q, axis, where)
+    return reduce_examples(divergence_sum(m_q, m_p, 0.5, "jsd"), m_p, reduction)

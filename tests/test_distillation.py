@@ -168,6 +168,17 @@ def test_half_precision_accumulates_in_float32(rng):
         assert_close(got, want, rtol=64 * F32_ULP, atol=8 * F32_ULP)
 
 
+@requires_xla_cpu
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_half_precision_forward_stores_no_float32_copy(divergence):
+    # The forward pass of bfloat16 [2048, 8192] logits at T = 1: temporaries under 1/8 of one
+    # float32 copy of the logits. (At T != 1, x / T is a float32 array of its own.)
+    x = jax.ShapeDtypeStruct((2048, 8192), jnp.bfloat16)
+    assert temp_bytes(lambda x, t: DL(x, t, divergence=divergence), x, x) < 2048 * 8192 * 4 / 8
+    if divergence == "jsd":
+        assert temp_bytes(jaxloss.js_divergence, x, x) < 2048 * 8192 * 4 / 8
+
+
 def test_bad_arguments_name_themselves(rng):
     x, t = _pair(rng, (2, 3))
     with pytest.raises(ValueError, match="teacher_logits"):
