@@ -22,8 +22,12 @@ quality: one small MLP (optax Adam, jit-compiled step, fixed seeds) trained on s
   the share of test digits with two or more sigmoid outputs above 0.5, and the output-layer
   gradient norm in the first epoch; then a multi-label task (even, > 4, prime, closed loop)
   with sigmoid BCE with and without pos_weight vs softmax over the 16 combinations
-  (per-attribute F1, subset accuracy). Files: quality.json, quality.md, learning_curves.png,
-  reliability.png, grad_norms.png.
+  (per-attribute F1, subset accuracy); then distillation: a 128-128 teacher trained on every
+  training digit teaches the MLP, which sees a stratified subset of 200 of them (labels and
+  the teacher's logits), five ways: labels only (CE), and 0.5 CE + 0.5 distillation_loss with
+  forward KL at T 1, forward KL at T 4, reverse KL at T 4, JSD (beta 0.5) at T 4 (test
+  accuracy, NLL, ECE, agreement with the teacher; mean and std over 3 seeds, 5 with --full).
+  Files: quality.json, quality.md, learning_curves.png, reliability.png, grad_norms.png.
 
 speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs a copy of
   the logits, forward and forward + backward under jit, float32 and bfloat16; soft-target
@@ -33,9 +37,11 @@ speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs
   Files: speed.json, speed.md, ce_time_vs_vocab.png.
 
 sizes: the quick default takes about two minutes on 2 CPU cores (speed: N x V up to
-  2048 x 32768; fused N=2048, D=256, V=8192; quality: 30 epochs, one seed). --full trains
-  100 epochs over 3 seeds and times (8192, 1000), (2048, 32768), (512, 131072),
-  (4096, 32768) and the fused N=8192, D=256, V=32768: about 10 minutes and 5 GB of memory.
+  2048 x 32768; fused N=2048, D=256, V=8192; quality: 30 epochs, one seed; distillation:
+  teacher 30 epochs, students 100, 3 seeds). --full trains 100 epochs over 3 seeds
+  (distillation: students 200 epochs, 5 seeds) and times (8192, 1000), (2048, 32768),
+  (512, 131072), (4096, 32768) and the fused N=8192, D=256, V=32768: about 10 minutes and
+  5 GB of memory.
 
 timings: XLA:CPU and PyTorch use every core they see; run on an otherwise idle machine.
   JSON records XLA_FLAGS and GLIBC_TUNABLES, which change timings: by default glibc maps

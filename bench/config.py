@@ -18,6 +18,17 @@ class QualityConfig:
     target_accuracy: float = 0.95
     label_smoothing: float = 0.1
     focal_gamma: float = 2.0
+    # Distillation: a larger teacher trained on every training digit; the student (`hidden`)
+    # sees only `student_train_size` of them (a fixed stratified subset), so the teacher's soft
+    # targets carry what the student's few labels do not.
+    teacher_hidden: tuple[int, ...] = (128, 128)
+    student_train_size: int = 200
+    student_epochs: int = 100
+    distill_seeds: tuple[int, ...] = (0, 1, 2)
+    # Student loss = (1 - distill_weight) * CE(labels) + distill_weight * T² D(teacher, student).
+    distill_weight: float = 0.5
+    # T of every distillation row but the first (forward KL at T = 1).
+    distill_temperature: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,8 @@ class SpeedConfig:
     soft_shapes: tuple[tuple[int, int], ...] = ((2048, 8192),)
     # (N, D, V) of the fused linear + cross-entropy comparison (float32).
     fused: tuple[int, int, int] = (2048, 256, 8192)
+    # (N, D = Dt, V) of the fused linear + distillation comparison, in every dtype of `dtypes`.
+    distillation: tuple[int, int, int] = (2048, 256, 8192)
     repeats: int = 7
     fused_repeats: int = 5
     torch: bool = True
@@ -44,11 +57,12 @@ class Config:
 PRESETS = {
     "tiny": Config(
         "tiny",
-        QualityConfig(epochs=2, hidden=(32,)),
+        QualityConfig(epochs=2, hidden=(32,), student_epochs=2, distill_seeds=(0,)),
         SpeedConfig(
             ce_shapes=((128, 512),),
             soft_shapes=((128, 512),),
             fused=(64, 16, 256),
+            distillation=(64, 16, 256),
             repeats=2,
             fused_repeats=2,
         ),
@@ -56,11 +70,14 @@ PRESETS = {
     "quick": Config("quick"),
     "full": Config(
         "full",
-        QualityConfig(epochs=100, seeds=(0, 1, 2)),
+        QualityConfig(
+            epochs=100, seeds=(0, 1, 2), student_epochs=200, distill_seeds=tuple(range(5))
+        ),
         SpeedConfig(
             ce_shapes=((8192, 1000), (2048, 32768), (512, 131072), (4096, 32768)),
             soft_shapes=((8192, 1000), (2048, 32768), (512, 131072)),
             fused=(8192, 256, 32768),
+            distillation=(8192, 256, 32768),
             repeats=11,
             fused_repeats=3,
         ),

@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 import jaxloss
-from bench import metrics, mlp, multilabel
+from bench import distillation, metrics, mlp, multilabel
 from bench.config import QualityConfig
 
 # Summary keys that are a mean over seeds, with their standard deviation beside them.
@@ -171,19 +171,22 @@ def _grad_comparison(bce: dict, mse: dict) -> dict[str, float]:
 
 def _train_all(
     pairs: list[Pairing], cfg: QualityConfig, data: dict, progress: bool
-) -> tuple[dict, dict]:
-    """Every seed of every pairing, keyed by pairing key, and the multi-label records."""
+) -> tuple[dict, dict, dict]:
+    """Every seed of every pairing, keyed by pairing key, the multi-label records and the
+    distillation records."""
     n_models = len(pairs) + len(multilabel.MODELS)
-    total = n_models * len(cfg.seeds) * cfg.epochs
+    total = n_models * len(cfg.seeds) * cfg.epochs + distillation.epochs_total(cfg)
     bar = tqdm(total=total, desc="quality", unit="epoch", disable=not progress, file=sys.stderr)
     with bar:
         trained = {p.key: [_train_pairing(p, cfg, s, data, bar) for s in cfg.seeds] for p in pairs}
         multi = multilabel.run(cfg, data, bar)
-    return trained, multi
+        distil = distillation.run(cfg, data, bar)
+    return trained, multi, distil
 
 
 def run(cfg: QualityConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Trains every pairing and the multi-label models; returns their records.
+    """Trains every pairing, the multi-label models and the distillation teachers and
+    students; returns their records.
 
     ``pairings`` is a list of rows, one per pairing in table order, each holding the seed
     summary (``test_accuracy``, ``test_nll``, ``ece``, ``epochs_to_target``, ...) beside
@@ -191,7 +194,7 @@ def run(cfg: QualityConfig, *, progress: bool = True) -> dict[str, Any]:
     """
     data = load_data(cfg)
     pairs = pairings(cfg)
-    trained, multi = _train_all(pairs, cfg, data, progress)
+    trained, multi, distil = _train_all(pairs, cfg, data, progress)
     rows = []
     for p in pairs:
         runs = [t["run"] for t in trained[p.key]]
@@ -210,4 +213,5 @@ def run(cfg: QualityConfig, *, progress: bool = True) -> dict[str, Any]:
         "nll_vs_ce": ident,
         "sigmoid_grad_norm_epoch1": _grad_comparison(by_key["bce"], by_key["mse"]),
         "multilabel": multi,
+        "distillation": distil,
     }

@@ -122,16 +122,21 @@ def quality_markdown(records: Record, env: Record) -> str:
         _grad_line(records["sigmoid_grad_norm_epoch1"]),
         "Multi-label: even, > 4, prime, closed loop (0, 4, 6, 8, 9):\n\n"
         + _multilabel_table(records["multilabel"]),
+        _students_caption(records) + "\n\n" + _students_table(records["distillation"]),
         QUALITY_NOTES.format(bins=cfg["ece_bins"]),
     ]
     return _part("quality", sections, records, env)
+
+
+def _layers(n_in: int, hidden: list[int]) -> str:
+    return "-".join(str(k) for k in (n_in, *hidden, 10))
 
 
 def _pairings_caption(records: Record) -> str:
     cfg, data = records["config"], records["data"]
     seeds = tuple(cfg["seeds"])
     mean = "" if len(seeds) == 1 else f" (mean over seeds {seeds}; epochs: median)"
-    layers = "-".join(str(k) for k in (data["x_train"][1], *cfg["hidden"], 10))
+    layers = _layers(data["x_train"][1], cfg["hidden"])
     return (
         f"Output layer + loss, ReLU MLP {layers} on digits ({data['y_train'][0]} train / "
         f"{data['y_test'][0]} test), {cfg['epochs']} epochs{mean}:"
@@ -190,6 +195,56 @@ def _multilabel_table(multi: Record) -> str:
     return table(multi["models"], columns) + f"\n\npos_weight (negatives/positives): {weights}"
 
 
+def _students_caption(records: Record) -> str:
+    cfg, setup = records["config"], records["distillation"]["setup"]
+    n_in = records["data"]["x_train"][1]
+    low, high = min(setup["student_train_per_class"]), max(setup["student_train_per_class"])
+    per_class = f"{low}" if low == high else f"{low}-{high}"
+    seeds = tuple(cfg["distill_seeds"])
+    over = f"Seed {seeds[0]}" if len(seeds) == 1 else f"Mean ± std over seeds {seeds}"
+    w, t = cfg["distill_weight"], cfg["distill_temperature"]
+    models = (
+        f"Distillation: the teacher, ReLU MLP {_layers(n_in, cfg['teacher_hidden'])}, learns "
+        f"from the labels (CE) of all {setup['teacher_train_size']} training digits for "
+        f"{cfg['epochs']} epochs; the student, {_layers(n_in, cfg['hidden'])}, sees only a "
+        f"fixed stratified subset of {setup['student_train_size']} of them ({per_class} per "
+        f"class) for {cfg['student_epochs']} epochs, with their labels and the teacher's "
+        f"logits on them."
+    )
+    loss = (
+        f"Distillation rows minimise {1 - w:g} CE(labels) + {w:g} T² D(teacher, student) "
+        f"(`distillation_loss`; T = 1 in the first such row, {t:g} in the others); labels "
+        f"only: CE alone."
+    )
+    rest = (
+        f"{over}, each seed's students taught by that seed's teacher. Agreement: share of "
+        f"test digits whose most likely class is the teacher's."
+    )
+    return f"{models} {loss} {rest}"
+
+
+def _mean_std(key: str) -> Callable[[Record], str]:
+    """The seed mean, and the std beside it when there are several seeds."""
+
+    def cell(r: Record) -> str:
+        if r[key] is None:
+            return "-"
+        return fmt(r[key]) + (f" ± {fmt(r[key + '_std'])}" if len(r["runs"]) > 1 else "")
+
+    return cell
+
+
+def _students_table(distil: Record) -> str:
+    columns: Columns = {
+        "model": _col("name", str),
+        "test acc": _mean_std("test_accuracy"),
+        "test NLL": _mean_std("test_nll"),
+        "ECE": _mean_std("ece"),
+        "agreement": _mean_std("teacher_agreement"),
+    }
+    return table(distil["models"], columns)
+
+
 # Part 2: speed.
 
 
@@ -201,6 +256,8 @@ def speed_markdown(records: Record, env: Record) -> str:
         "Soft-target cross-entropy:\n\n" + _speed_table(records["soft_cross_entropy"], False),
         "Fused linear + cross-entropy vs the materialised logits:\n\n"
         + _fused_table(records["fused"]),
+        "Fused linear + distillation vs the materialised logits of both models:\n\n"
+        + _distillation_table(records["fused_distillation"]),
         SPEED_NOTES,
     ]
     return _part("speed", sections, records, env)
@@ -243,6 +300,26 @@ def _fused_table(fused: Record) -> str:
         f"{mib(fused['logits_bytes'])} MiB."
     )
     return table(fused["rows"], columns) + "\n\n" + note
+
+
+def _distillation_table(fused: Record) -> str:
+    columns: Columns = {
+        "linear + distillation": _col("name", str),
+        "dtype": _col("dtype", str),
+        "fwd+bwd ms": _col("median_s", ms),
+        "fwd+bwd / mat.": _col("time_ratio", times),
+        "temp MiB": _col("temp_bytes", mib),
+        "temp / mat.": _col("temp_ratio", lambda x: times(x, 3)),
+    }
+    o = fused["options"]
+    note = (
+        f"N={fused['N']}, D = Dt = {fused['D']}, V={fused['V']}; divergence {o['divergence']!r}, "
+        f"beta {o['beta']}, T {o['temperature']}, plus 0.5 x the label cross-entropy; mat. = "
+        "the materialised jaxloss row of the same dtype (both models' logits accumulated in "
+        "float32); temp = compiled temporary memory of jit(value_and_grad(mean loss, "
+        f"argnums=(0, 1))); one [N, V] float32 logits array is {mib(fused['logits_bytes'])} MiB."
+    )
+    return table(fused["rows"], columns, left=2) + "\n\n" + note
 
 
 # Plots: each function returns {file name: figure}; `write` saves and closes them.

@@ -26,6 +26,21 @@ PAIRING_KEYS = {
     "frac_two_or_more_above_half",
     "runs",
 }
+DISTILLATION_KEYS = {
+    "key",
+    "name",
+    "divergence",
+    "test_accuracy",
+    "test_accuracy_std",
+    "test_nll",
+    "test_nll_std",
+    "ece",
+    "ece_std",
+    "teacher_agreement",
+    "teacher_agreement_std",
+    "runs",
+}
+BASE = "materialised (jaxloss)"
 SPEED_KEYS = {"kind", "N", "V", "dtype", "pass", "median_s", "ratio_to_optax", "temp_bytes"}
 
 
@@ -85,6 +100,7 @@ def test_quality(tmp_path):
     _check_nll_pairing_gives_the_numbers_of_cross_entropy(res, stdout)
     _check_sigmoid_gradients(res)
     _check_multilabel(res, stdout)
+    _check_distillation(res, stdout)
 
 
 def _check_pairings(res: dict) -> None:
@@ -134,6 +150,38 @@ def _check_multilabel(res: dict, stdout: str) -> None:
         assert f"| {m['name']} " in stdout
 
 
+def _check_distillation(res: dict, stdout: str) -> None:
+    distil, cfg = res["distillation"], res["config"]
+    setup = distil["setup"]
+    assert setup["teacher_train_size"] == res["data"]["y_train"][0]
+    assert setup["student_train_size"] == cfg["student_train_size"]
+    assert sum(setup["student_train_per_class"]) == cfg["student_train_size"]
+    models = distil["models"]
+    assert [m["key"] for m in models][:2] == ["teacher", "labels"]
+    assert [m["divergence"] for m in models] == [
+        None,
+        None,
+        "forward_kl",
+        "forward_kl",
+        "reverse_kl",
+        "jsd",
+    ]
+    for m in models:
+        assert DISTILLATION_KEYS <= set(m), DISTILLATION_KEYS - set(m)
+        assert 0 <= m["test_accuracy"] <= 1 and 0 <= m["ece"] <= 1 and m["test_nll"] > 0
+        assert [r["seed"] for r in m["runs"]] == cfg["distill_seeds"]
+        assert m["test_accuracy_std"] >= 0
+        assert f"| {m['name']} " in stdout
+        # The teacher does not score its agreement with itself; every student does.
+        if m["key"] == "teacher":
+            assert m["teacher_agreement"] is None and m["teacher_agreement_std"] is None
+        else:
+            assert 0 <= m["teacher_agreement"] <= 1
+            np.testing.assert_allclose(
+                m["teacher_agreement"], np.mean([r["teacher_agreement"] for r in m["runs"]])
+            )
+
+
 def test_speed(tmp_path):
     stdout = _bench("--tiny", "--only", "speed", "--no-progress", "--out", str(tmp_path))
     res = json.loads((tmp_path / "speed.json").read_text())
@@ -160,6 +208,15 @@ def test_speed(tmp_path):
             assert r["median_s"]["fwd+bwd"] > 0 and r["time_ratio_fwd_bwd"] > 0
             assert r["loss_abs_diff_vs_base"] < 1e-4
             assert r["grad_max_abs_diff_vs_base"] < 1e-4
+    distil = res["fused_distillation"]
+    assert [(r["name"], r["dtype"]) for r in distil["rows"]] == [
+        (name, dtype) for dtype in cfg["dtypes"] for name in ("fused (jaxloss)", BASE)
+    ]
+    for r in distil["rows"]:
+        assert r["median_s"] > 0 and r["temp_bytes"] > 0
+        if r["dtype"] == "float32":  # the same loss, chunked or not
+            assert r["loss_abs_diff_vs_base"] < 1e-4 and r["grad_max_abs_diff_vs_base"] < 1e-4
+    assert "Fused linear + distillation" in stdout
 
 
 def test_calibration_by_hand():
@@ -206,3 +263,28 @@ def test_table_right_aligns_numbers_and_prints_cells_as_given():
     assert lines[0].startswith("| name ") and lines[1].endswith(":|")
     assert lines[2].endswith(" 0.40 |") and lines[3].endswith(" - |")
     assert len({len(line) for line in lines}) == 1
+
+
+def test_distillation_student_loss_mixes_labels_and_teacher():
+    import jax
+    import jax.numpy as jnp
+
+    import jaxloss
+    from bench import distillation
+    from bench.config import QualityConfig
+
+    rng = np.random.default_rng(0)
+    x, teacher = (jnp.asarray(rng.standard_normal((4, 10)), jnp.float32) for _ in range(2))
+    y = jnp.asarray([0, 3, 9, 3], jnp.int32)
+    ce = jaxloss.softmax_cross_entropy_with_integer_labels(x, y, reduction="mean")
+    for way in distillation.ways(QualityConfig()):
+        loss = distillation.loss_fn(way, 0.25)
+        if way.divergence is None:
+            np.testing.assert_allclose(loss(x, y, teacher), ce, rtol=1e-6)
+            continue
+        d = jaxloss.distillation_loss(
+            x, teacher, divergence=way.divergence, temperature=way.temperature, reduction="mean"
+        )
+        np.testing.assert_allclose(loss(x, y, teacher), 0.75 * ce + 0.25 * d, rtol=1e-6)
+        # The teacher is a constant of the student's loss.
+        assert not jnp.any(jax.grad(loss, argnums=2)(x, y, teacher))

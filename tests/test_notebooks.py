@@ -44,6 +44,7 @@ def test_notebooks_exist() -> None:
         "01_cross_entropy_nll_entropy_kl.ipynb",
         "02_training_with_optax.ipynb",
         "03_large_vocabularies_and_distillation.ipynb",
+        "04_distillation.ipynb",
     } <= names
 
 
