@@ -36,7 +36,7 @@ speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs
   untimed pause after each call so the release of its buffers is not charged to the next.
   Files: speed.json, speed.md, ce_time_vs_vocab.png.
 
-sizes: the quick default takes about two minutes on 2 CPU cores (speed: N x V up to
+sizes: the quick default takes about three minutes on 2 CPU cores (speed: N x V up to
   2048 x 32768; fused N=2048, D=256, V=8192; quality: 30 epochs, one seed; distillation:
   teacher 30 epochs, students 100, 3 seeds). --full trains 100 epochs over 3 seeds
   (distillation: students 200 epochs, 5 seeds) and times (8192, 1000), (2048, 32768),

@@ -1,10 +1,11 @@
-"""Fused linear + softmax cross-entropy that never holds the [N, V] logits.
+"""Fused linear + loss that never holds the [N, V] logits.
 
-A scan over chunks of tokens computes each chunk's logits, applies the integer-label
-cross-entropy to them (`_cross_entropy.labelled_loss`, the definition every path shares) and
-pulls its gradient back through the chunk's two matmuls, under a custom_vjp whose backward
-pass holds one chunk too. The vocabulary-parallel version is the same scan with the
-vocabulary's sums taken over a mesh axis.
+A scan over chunks of tokens computes each chunk's logits, applies a per-chunk loss to them
+(`Config.loss`: here the integer-label cross-entropy, `_cross_entropy.labelled_loss`, the
+definition every path shares; the distillation loss in `_distillation`) and pulls its
+gradient back through the chunk's two matmuls, under a custom_vjp whose backward pass holds
+one chunk too. The vocabulary-parallel version is the same scan with the vocabulary's sums
+taken over a mesh axis.
 """
 
 from __future__ import annotations
