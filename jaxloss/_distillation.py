@@ -251,7 +251,7 @@ def linear_distillation_loss(
       label_weight: :math:`\lambda`, the weight of the cross-entropy on ``labels``.
       divergence: ``"forward_kl"``, ``"reverse_kl"`` or ``"jsd"``, as in
         :func:`distillation_loss`.
-      beta: :math:`eta` of ``"jsd"``.
+      beta: :math:`\beta` of ``"jsd"``.
       temperature: :math:`T > 0`, of the divergence only.
       where: boolean ``[V]``: classes to include (e.g. a padded vocabulary's real classes).
       reduction: ``"none"``, ``"sum"``, or ``"mean"`` over the kept tokens (0, with zero
