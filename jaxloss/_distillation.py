@@ -18,7 +18,7 @@ from jax.typing import ArrayLike
 from jaxloss import _checks, _large_vocab
 from jaxloss._cross_entropy import LabelOptions, labelled_loss, prepare
 from jaxloss._divergence import DIVERGENCES, Divergence, divergence_sum
-from jaxloss._dtypes import compute_dtype
+from jaxloss._dtypes import compute_dtype, is_static_one, is_static_zero
 from jaxloss._labels import Labels, finish
 from jaxloss._reduction import Reduction
 from jaxloss._softmax import Masked, mask_classes, reduce_examples
@@ -28,10 +28,6 @@ _NO_OPTIONS = LabelOptions(0, 0, None, None)
 # cross-entropy's (both models' logits, both softmaxes, the mixture and their cotangents), so
 # its chunks are four times shorter by default.
 CHUNK_SHARE = 4
-
-
-def _is_static_one(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 1
 
 
 def check_options(divergence: Any, beta: Any, temperature: Any) -> None:
@@ -58,7 +54,7 @@ def check_options(divergence: Any, beta: Any, temperature: Any) -> None:
 
 def _tempered(x: jax.Array, temperature: Any) -> jax.Array:
     """x / T in the compute dtype (x itself at a static T = 1)."""
-    if _is_static_one(temperature):
+    if is_static_one(temperature):
         return x
     dtype = compute_dtype(x.dtype)
     return x.astype(dtype) / jnp.asarray(temperature, dtype)
@@ -78,7 +74,7 @@ def tempered_divergence(
     m_s = mask_classes(_tempered(student, temperature), axis, where)
     m_t = mask_classes(_tempered(teacher, temperature), axis, where)
     d = divergence_sum(m_s, m_t, beta, kind)
-    if not _is_static_one(temperature):
+    if not is_static_one(temperature):
         d = jnp.asarray(temperature, d.dtype) ** 2 * d
     return d, m_s
 
@@ -184,9 +180,7 @@ def _token_labels(
     labels: ArrayLike | None, ignore_index: int | None, label_weight: Any, h: jax.Array, v: int
 ) -> Labels | None:
     if labels is None:
-        if ignore_index is not None or not (
-            isinstance(label_weight, (int, float)) and label_weight == 0
-        ):
+        if ignore_index is not None or not is_static_zero(label_weight):
             raise ValueError(
                 "labels=None: ignore_index must be None and label_weight 0 (there are no labels "
                 f"to score or ignore), got ignore_index={ignore_index!r}, "
@@ -291,9 +285,7 @@ def linear_distillation_loss(
     h, ht = h.reshape(-1, h.shape[-1]), ht.reshape(-1, ht.shape[-1])
     mask = None if where is None else _checks.check_class_vector(where, v, "where").astype(bool)
     acc = compute_dtype(h.dtype)
-    label_term = lab is not None and not (
-        isinstance(label_weight, (int, float)) and label_weight == 0
-    )
+    label_term = lab is not None and not is_static_zero(label_weight)
     chunk = _large_vocab.chunk_length(chunk_size, v, h.shape[0], CHUNK_SHARE)
     cfg = _large_vocab.Config(chunk, None, _chunk_loss, (divergence, label_term))
     hyper = tuple(jnp.asarray(a, acc) for a in (temperature, beta, label_weight))

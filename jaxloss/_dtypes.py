@@ -14,3 +14,8 @@ def compute_dtype(dtype: DTypeLike) -> jnp.dtype:
 def is_static_zero(x: ArrayLike | None) -> bool:
     """True for a Python 0, whose term can be skipped; arrays always take the general path."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0
+
+
+def is_static_one(x: ArrayLike | None) -> bool:
+    """True for a Python 1, whose factor can be skipped."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 1
