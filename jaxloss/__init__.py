@@ -12,6 +12,8 @@ from jaxloss._classification import (
     softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels,
 )
 from jaxloss._classification import softmax_focal_loss as softmax_focal_loss
+from jaxloss._contrastive import sigmoid_contrastive_loss as sigmoid_contrastive_loss
+from jaxloss._contrastive import softmax_contrastive_loss as softmax_contrastive_loss
 from jaxloss._distillation import distillation_loss as distillation_loss
 from jaxloss._distillation import linear_distillation_loss as linear_distillation_loss
 from jaxloss._divergence import entropy as entropy

@@ -22,7 +22,7 @@ from jaxloss import _checks
 from jaxloss._cross_entropy import LabelOptions, labelled_loss, prepare
 from jaxloss._dtypes import compute_dtype
 from jaxloss._labels import Labels, example_weight
-from jaxloss._reduction import AxisName, Reduction, all_sum, reduce
+from jaxloss._reduction import AxisName, Reduction, all_sum, reduce, sum_to, varying
 
 # Each step reads and writes the whole [D, V] weight gradient whatever the chunk's length, so
 # the default chunk holds about CHUNK_ELEMENTS logits and at least MIN_CHUNK tokens.
@@ -47,30 +47,11 @@ class Inputs(NamedTuple):
     hyper: tuple[jax.Array, ...]  # scalars, differentiable
 
 
-def _chunked(x: jax.Array, c: int) -> jax.Array:
+def chunked(x: jax.Array, c: int) -> jax.Array:
     """[n, ...] padded with zeros to whole chunks of `c`: [steps, c, ...]."""
     pad = -x.shape[0] % c
     x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
     return x.reshape(-1, c, *x.shape[1:])
-
-
-def _vma(x: Any) -> frozenset[Any]:
-    """The shard_map mesh axes along which `x` varies (none outside shard_map)."""
-    aval = jax.typeof(x)
-    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10; `vma` before
-    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
-
-
-def _varying(x: jax.Array, *like: Any) -> jax.Array:
-    """Marks `x` as varying along every mesh axis that any of `like` varies along."""
-    axes = tuple(sorted(frozenset().union(*map(_vma, like)) - _vma(x), key=str))
-    return jax.lax.pcast(x, axes, to="varying") if axes else x
-
-
-def _sum_to(grad: jax.Array, primal: jax.Array) -> jax.Array:
-    """The cotangent of a value replicated along a mesh axis is the sum over that axis."""
-    axes = tuple(sorted(_vma(grad) - _vma(primal), key=str))
-    return jax.lax.psum(grad, axes) if axes else grad
 
 
 def _scan(
@@ -80,11 +61,11 @@ def _scan(
     with respect to hidden, weight and the hyperparameters."""
     n, d = h.shape
     acc = compute_dtype(h.dtype)
-    hc = _chunked(h, cfg.chunk)
+    hc = chunked(h, cfg.chunk)
     # dW's matmul takes each chunk transposed, [d, c] @ [c, V], rather than a transposed operand.
     ht = None if cot is None else jnp.swapaxes(hc, 1, 2)
-    tokens = jax.tree.map(lambda a: _chunked(a, cfg.chunk), inputs.tokens)
-    cots = None if cot is None else _chunked(cot, cfg.chunk)
+    tokens = jax.tree.map(lambda a: chunked(a, cfg.chunk), inputs.tokens)
+    cots = None if cot is None else chunked(cot, cfg.chunk)
 
     def loss(logits: jax.Array, hyper: tuple[jax.Array, ...], tokens: Any) -> jax.Array:
         return cfg.loss(logits, hyper, tokens, inputs.consts, cfg)
@@ -95,7 +76,7 @@ def _scan(
         if cot is None:
             return carry, (loss(logits, inputs.hyper, tokens_i), None)
         values, pull = jax.vjp(functools.partial(loss, tokens=tokens_i), logits, inputs.hyper)
-        g, d_hyper = pull(_varying(cot_i.astype(values.dtype), values))
+        g, d_hyper = pull(varying(cot_i.astype(values.dtype), values))
         g = g.astype(w.dtype)
         dw, d_hyper_sum = carry
         dw = dw + jnp.dot(ht_i, g, preferred_element_type=acc)
@@ -104,7 +85,7 @@ def _scan(
 
     carry = None
     if cot is not None:
-        dw0 = _varying(jnp.zeros(w.shape, acc), h, w, cot, *jax.tree.leaves(inputs))
+        dw0 = varying(jnp.zeros(w.shape, acc), h, w, cot, *jax.tree.leaves(inputs))
         carry = (dw0, jax.tree.map(jnp.zeros_like, inputs.hyper))
     carry, (values, dh) = jax.lax.scan(step, carry, (hc, ht, tokens, cots))
     values = values.reshape(-1)[:n]
@@ -118,10 +99,10 @@ def _cotangents(grads: Any, scale: jax.Array, h: jax.Array, w: jax.Array, inputs
     """Gradients times `scale`, summed over the mesh axes their inputs are replicated on, in
     their inputs' dtypes; tokens and constants get none."""
     dh, dw, d_hyper = grads
-    d_hyper = tuple(_sum_to(d * scale, x) for d, x in zip(d_hyper, inputs.hyper, strict=True))
+    d_hyper = tuple(sum_to(d * scale, x) for d, x in zip(d_hyper, inputs.hyper, strict=True))
     nothing = functools.partial(jax.tree.map, lambda _: None)
     none = Inputs(nothing(inputs.tokens), nothing(inputs.consts), d_hyper)
-    return (_sum_to(dh * scale, h).astype(h.dtype), _sum_to(dw * scale, w).astype(w.dtype), none)
+    return (sum_to(dh * scale, h).astype(h.dtype), sum_to(dw * scale, w).astype(w.dtype), none)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

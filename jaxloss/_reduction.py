@@ -4,7 +4,7 @@ nothing is selected."""
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,25 @@ def all_sum(x: jax.Array, axis_name: AxisName) -> jax.Array:
 
 def all_max(x: jax.Array, axis_name: AxisName) -> jax.Array:
     return x if axis_name is None else jax.lax.pmax(x, axis_name)
+
+
+def _vma(x: Any) -> frozenset[Any]:
+    """The shard_map mesh axes along which `x` varies (none outside shard_map)."""
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10; `vma` before
+    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
+def varying(x: jax.Array, *like: Any) -> jax.Array:
+    """Marks `x` as varying along every mesh axis that any of `like` varies along."""
+    axes = tuple(sorted(frozenset().union(*map(_vma, like)) - _vma(x), key=str))
+    return jax.lax.pcast(x, axes, to="varying") if axes else x
+
+
+def sum_to(grad: jax.Array, primal: jax.Array) -> jax.Array:
+    """The cotangent of a value replicated along a mesh axis is the sum over that axis."""
+    axes = tuple(sorted(_vma(grad) - _vma(primal), key=str))
+    return jax.lax.psum(grad, axes) if axes else grad
 
 
 def safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:

@@ -33,6 +33,10 @@ NOT_IN_REGISTRY = {
     "contract (weighted, 0 when nothing is selected, NaN in excluded entries harmless) is "
     "test_classification.py::test_mean_is_weighted_and_empty_safe; the losses' own "
     '"mean" reductions are test_contract.py::test_reductions and test_weighted_mean.',
+    "softmax_contrastive_loss": "two batches of embeddings [B, D] and one loss per pair of "
+    "rows, not logits with a class axis: its contract (oracles, gradients, reductions, jit, "
+    "vmap, dtypes, errors) is tests/test_contrastive.py, sharded in multidevice_cases.py.",
+    "sigmoid_contrastive_loss": "as softmax_contrastive_loss: tests/test_contrastive.py.",
 }
 
 

@@ -2,6 +2,7 @@
 XLA_FLAGS=--xla_force_host_platform_device_count=8 (the flag must be set before jax starts).
 pytest loads conftest.py there too: the strict flags and the helpers are the same."""
 
+import functools
 import itertools
 import re
 from typing import NamedTuple
@@ -168,3 +169,81 @@ def test_per_device_memory_falls_with_vocabulary_shards():
         f = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(None, "vocab"), P()), out_specs=P())
         temps.append(temp_bytes(jax.value_and_grad(f, argnums=(0, 1)), h, wt, y))
     assert all(a > b for a, b in itertools.pairwise(temps)), temps
+
+
+# ---------------------------------------------------------------- contrastive, batch split
+
+B_PAIRS, D_PAIRS = 48, 8
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    keys = jax.random.split(jax.random.key(1), 3)
+    a = jax.random.normal(keys[0], (B_PAIRS, D_PAIRS), jnp.float32)
+    b = a + 0.5 * jax.random.normal(keys[1], (B_PAIRS, D_PAIRS), jnp.float32)
+    unit = lambda x: x / jnp.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    w = jax.random.uniform(keys[2], (B_PAIRS,), jnp.float32)
+    return unit(a), unit(b), w
+
+
+def _pair_loss(kind, exchange, axis_name, reduction, chunk_size=5):
+    def f(a, b, scale, bias):
+        return jaxloss._contrastive.contrastive(
+            kind, a, b, scale, bias, axis_name, chunk_size, reduction, exchange
+        )
+
+    return f
+
+
+LAYOUTS = {
+    "batch over 8": (("batch",), (8,), "batch"),
+    "batch over 4 of 4x2": (("data", "vocab"), (4, 2), "data"),
+    "batch over 4x2": (("data", "vocab"), (4, 2), ("data", "vocab")),
+}
+
+
+# The default exchange (the ring) on every layout; the all-gather, its alternative, on one.
+@pytest.mark.parametrize(
+    "layout,exchange", [(k, "ring") for k in LAYOUTS] + [("batch over 8", "gather")]
+)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+def test_shard_map_contrastive_equals_single_device(kind, reduction, layout, exchange, pairs):
+    a, b, w = pairs
+    names, shape, axis = LAYOUTS[layout]
+    mesh = Mesh(np.array(jax.devices()).reshape(shape), names)
+    spec = P(axis)
+    sharded = jax.shard_map(
+        _pair_loss(kind, exchange, axis, reduction),
+        mesh=mesh,
+        in_specs=(spec, spec, P(), P()),
+        out_specs=spec if reduction == "none" else P(),
+    )
+    single = _pair_loss(kind, None, None, reduction)
+    weigh = (lambda v: jnp.sum(v * w)) if reduction == "none" else (lambda v: v)
+    args = (a, b, jnp.float32(6.0), jnp.float32(-3.0))
+    grad = functools.partial(jax.value_and_grad, argnums=(0, 1, 2, 3))
+    got = jax.jit(grad(lambda *x: weigh(sharded(*x))))(*args)
+    want = grad(lambda *x: weigh(single(*x)))(*args)
+    _close(got, want)
+    if reduction == "none":
+        _close(jax.jit(sharded)(*args), single(*args))
+
+
+@requires_xla_cpu
+@pytest.mark.parametrize("exchange", ["ring", "gather"])
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+def test_per_device_memory_of_contrastive_falls_with_devices(kind, exchange):
+    spec = jax.ShapeDtypeStruct((2048, 32), jnp.float32)
+    temps = []
+    for devices in (2, 4, 8):
+        mesh = Mesh(np.array(jax.devices()[:devices]), ("batch",))
+        f = jax.shard_map(
+            _pair_loss(kind, exchange, "batch", "mean", None),
+            mesh=mesh,
+            in_specs=(P("batch"), P("batch"), P(), P()),
+            out_specs=P(),
+        )
+        step = jax.value_and_grad(f, argnums=(0, 1))
+        temps.append(temp_bytes(step, spec, spec, 10.0, -10.0))
+    assert all(x > y for x, y in itertools.pairwise(temps)), temps

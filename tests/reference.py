@@ -148,3 +148,18 @@ def distillation(student, teacher, divergence="forward_kl", beta=0.5, temperatur
             log_m = np.log(m)
         d = beta * kl(p, log_p, log_m) + (1 - beta) * kl(s, log_s, log_m)
     return temperature**2 * d
+
+
+def clip(a, b, scale=1.0):
+    """CLIP's per-example loss: ½[-log softmax of row i at i - log softmax of column i at i]."""
+    logits = float(scale) * np.asarray(a, np.float64) @ np.asarray(b, np.float64).T
+    rows = -np.diag(log_softmax(logits, axis=1))
+    cols = -np.diag(log_softmax(logits, axis=0))
+    return (rows + cols) / 2
+
+
+def siglip(a, b, scale=1.0, bias=0.0):
+    """SigLIP's per-example loss: Σ_j -log σ(z_ij L_ij), z = +1 on the diagonal, -1 elsewhere."""
+    logits = float(scale) * np.asarray(a, np.float64) @ np.asarray(b, np.float64).T + float(bias)
+    z = 2 * np.eye(len(logits)) - 1
+    return -np.sum(log_sigmoid(z * logits), axis=1)
