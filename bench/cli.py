@@ -26,15 +26,19 @@ quality: one small MLP (optax Adam, jit-compiled step, fixed seeds) trained on s
   training digit teaches the MLP, which sees a stratified subset of 200 of them (labels and
   the teacher's logits), five ways: labels only (CE), and 0.5 CE + 0.5 distillation_loss with
   forward KL at T 1, forward KL at T 4, reverse KL at T 4, JSD (beta 0.5) at T 4 (test
-  accuracy, NLL, ECE, agreement with the teacher; mean and std over 3 seeds, 5 with --full).
+  accuracy, NLL, ECE, agreement with the teacher; mean and std over 3 seeds, 5 with --full);
+  then two-tower retrieval: the top and bottom halves of each digit embedded by two MLPs
+  trained with softmax_contrastive_loss or sigmoid_contrastive_loss (learned scale and bias),
+  test recall@1 and @5 both ways among the 450 test digits, the learned temperature.
   Files: quality.json, quality.md, learning_curves.png, reliability.png, grad_norms.png.
 
 speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs a copy of
   the logits, forward and forward + backward under jit, float32 and bfloat16; soft-target
   cross-entropy vs optax, both dtypes; fused linear + CE vs the materialised logits (time and
-  compiled temporary memory). Medians of interleaved repetitions in a random order, with an
+  compiled temporary memory); the contrastive losses in blocks vs the materialised [B, B]
+  similarity matrix, D = 128, time and memory against B. Medians of interleaved repetitions in a random order, with an
   untimed pause after each call so the release of its buffers is not charged to the next.
-  Files: speed.json, speed.md, ce_time_vs_vocab.png.
+  Files: speed.json, speed.md, ce_time_vs_vocab.png, contrastive_vs_batch.png.
 
 sizes: the quick default takes about three minutes on 2 CPU cores (speed: N x V up to
   2048 x 32768; fused N=2048, D=256, V=8192; quality: 30 epochs, one seed; distillation:

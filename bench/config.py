@@ -29,6 +29,12 @@ class QualityConfig:
     distill_weight: float = 0.5
     # T of every distillation row but the first (forward KL at T = 1).
     distill_temperature: float = 4.0
+    # Two-tower retrieval: top and bottom halves of each digit, towers 32-hidden-dim.
+    retrieval_hidden: tuple[int, ...] = (128,)
+    retrieval_dim: int = 32
+    retrieval_batch: int = 128
+    retrieval_epochs: int = 60
+    retrieval_seeds: tuple[int, ...] = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,10 @@ class SpeedConfig:
     fused: tuple[int, int, int] = (2048, 256, 8192)
     # (N, D = Dt, V) of the fused linear + distillation comparison, in every dtype of `dtypes`.
     distillation: tuple[int, int, int] = (2048, 256, 8192)
+    # Batch sizes B of the contrastive comparison (timed, then only compiled for memory), D.
+    contrastive: tuple[int, ...] = (1024, 2048, 4096)
+    contrastive_memory: tuple[int, ...] = (16384,)
+    contrastive_dim: int = 128
     repeats: int = 7
     fused_repeats: int = 5
     torch: bool = True
@@ -57,12 +67,22 @@ class Config:
 PRESETS = {
     "tiny": Config(
         "tiny",
-        QualityConfig(epochs=2, hidden=(32,), student_epochs=2, distill_seeds=(0,)),
+        QualityConfig(
+            epochs=2,
+            hidden=(32,),
+            student_epochs=2,
+            distill_seeds=(0,),
+            retrieval_epochs=2,
+            retrieval_seeds=(0,),
+        ),
         SpeedConfig(
             ce_shapes=((128, 512),),
             soft_shapes=((128, 512),),
             fused=(64, 16, 256),
             distillation=(64, 16, 256),
+            contrastive=(64,),
+            contrastive_memory=(128,),
+            contrastive_dim=16,
             repeats=2,
             fused_repeats=2,
         ),
@@ -71,13 +91,20 @@ PRESETS = {
     "full": Config(
         "full",
         QualityConfig(
-            epochs=100, seeds=(0, 1, 2), student_epochs=200, distill_seeds=tuple(range(5))
+            epochs=100,
+            seeds=(0, 1, 2),
+            student_epochs=200,
+            distill_seeds=tuple(range(5)),
+            retrieval_epochs=120,
+            retrieval_seeds=tuple(range(5)),
         ),
         SpeedConfig(
             ce_shapes=((8192, 1000), (2048, 32768), (512, 131072), (4096, 32768)),
             soft_shapes=((8192, 1000), (2048, 32768), (512, 131072)),
             fused=(8192, 256, 32768),
             distillation=(8192, 256, 32768),
+            contrastive=(1024, 2048, 4096, 8192),
+            contrastive_memory=(16384, 32768),
             repeats=11,
             fused_repeats=3,
         ),

@@ -123,6 +123,7 @@ def quality_markdown(records: Record, env: Record) -> str:
         "Multi-label: even, > 4, prime, closed loop (0, 4, 6, 8, 9):\n\n"
         + _multilabel_table(records["multilabel"]),
         _students_caption(records) + "\n\n" + _students_table(records["distillation"]),
+        _retrieval_caption(records) + "\n\n" + _retrieval_table(records["retrieval"]),
         QUALITY_NOTES.format(bins=cfg["ece_bins"]),
     ]
     return _part("quality", sections, records, env)
@@ -245,6 +246,36 @@ def _students_table(distil: Record) -> str:
     return table(distil["models"], columns)
 
 
+def _retrieval_caption(records: Record) -> str:
+    cfg, r = records["config"], records["retrieval"]
+    seeds = tuple(cfg["retrieval_seeds"])
+    over = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {seeds}"
+    tower = "-".join(str(k) for k in (32, *cfg["retrieval_hidden"], cfg["retrieval_dim"]))
+    return (
+        f"Two-tower retrieval: the top half of each digit (32 pixels) is one modality, the "
+        f"bottom half the other; two ReLU MLPs {tower} with unit-norm outputs, trained "
+        f"{cfg['retrieval_epochs']} epochs on the {r['train_size']} training digits in batches "
+        f"of {cfg['retrieval_batch']} pairs with `softmax_contrastive_loss` (learned scale, from "
+        "1/0.07) or `sigmoid_contrastive_loss` (learned scale and bias, from 10 and -10). "
+        f"Recall@k: share of the {r['test_size']} test halves whose other half is among the k "
+        f"most similar of all {r['test_size']} (chance: k/{r['test_size']}); temperature = "
+        f"1/scale at the end; {over}."
+    )
+
+
+def _retrieval_table(r: Record) -> str:
+    columns: Columns = {
+        "loss": _col("name", str),
+        "top->bottom R@1": _mean_std("top_to_bottom_r1"),
+        "top->bottom R@5": _mean_std("top_to_bottom_r5"),
+        "bottom->top R@1": _mean_std("bottom_to_top_r1"),
+        "bottom->top R@5": _mean_std("bottom_to_top_r5"),
+        "temperature": _mean_std("temperature"),
+        "bias": _mean_std("bias"),
+    }
+    return table(r["models"], columns)
+
+
 # Part 2: speed.
 
 
@@ -258,6 +289,8 @@ def speed_markdown(records: Record, env: Record) -> str:
         + _fused_table(records["fused"]),
         "Fused linear + distillation vs the materialised logits of both models:\n\n"
         + _distillation_table(records["fused_distillation"]),
+        "Contrastive losses in blocks vs the materialised [B, B] similarity matrix:\n\n"
+        + _contrastive_table(records["contrastive"]),
         SPEED_NOTES,
     ]
     return _part("speed", sections, records, env)
@@ -320,6 +353,35 @@ def _distillation_table(fused: Record) -> str:
         f"argnums=(0, 1))); one [N, V] float32 logits array is {mib(fused['logits_bytes'])} MiB."
     )
     return table(fused["rows"], columns, left=2) + "\n\n" + note
+
+
+def _contrastive_pairs(records: Record) -> list[Record]:
+    """One row per loss and batch size: the blocked row with its materialised partner."""
+    rows = records["rows"]
+    base = {(r["kind"], r["B"]): r for r in rows if r["name"] == "materialised"}
+    return [r | {"base": base[r["kind"], r["B"]]} for r in rows if r["name"] != "materialised"]
+
+
+def _contrastive_table(records: Record) -> str:
+    columns: Columns = {
+        "loss": _col("kind", str),
+        "B": _col("B", str),
+        "blocked ms": _col("median_s", ms),
+        "mat. ms": lambda r: ms(r["base"]["median_s"]),
+        "blocked / mat.": _col("time_ratio", times),
+        "blocked MiB": _col("temp_bytes", mib),
+        "mat. MiB": lambda r: mib(r["base"]["temp_bytes"]),
+        "blocked / [B, B]": lambda r: times(r["temp_bytes"] / r["matrix_bytes"], 3),
+    }
+    note = (
+        f"D={records['D']}, float32, unit-norm rows, scale {records['scale']} (sigmoid: bias "
+        f'{records["bias"]}), reduction "mean"; jit(value_and_grad(loss, argnums=(0, 1))) of '
+        "softmax_contrastive_loss / sigmoid_contrastive_loss with the default chunk against "
+        "the same loss written over the whole matrix in jnp (mat.); MiB = compiled temporary "
+        "memory; [B, B] = one float32 similarity matrix. Sizes without times were only "
+        "compiled."
+    )
+    return table(_contrastive_pairs(records), columns, left=2) + "\n\n" + note
 
 
 # Plots: each function returns {file name: figure}; `write` saves and closes them.
@@ -422,7 +484,36 @@ def speed_figures(records: Record) -> dict[str, Any]:
         title="integer-label cross-entropy under jit: time vs vocabulary",
     )
     ax.legend(fontsize=8)
-    return {"ce_time_vs_vocab.png": fig}
+    return {"ce_time_vs_vocab.png": fig, "contrastive_vs_batch.png": _contrastive_plot(records)}
+
+
+def _contrastive_plot(records: Record) -> Any:
+    """Compiled temporaries and fwd+bwd time of the contrastive losses against B."""
+    fig, (mem, tim) = plt.subplots(1, 2, figsize=(10, 4))
+    rows = records["contrastive"]["rows"]
+    for i, kind in enumerate(("softmax", "sigmoid")):
+        for name, style in (("blocked (jaxloss)", "o-"), ("materialised", "s--")):
+            mine = sorted((r["B"], r) for r in rows if r["kind"] == kind and r["name"] == name)
+            b = [k for k, _ in mine]
+            label = f"{kind}, {name}"
+            mem.plot(
+                b, [r["temp_bytes"] / 2**20 for _, r in mine], style, color=f"C{i}", label=label
+            )
+            timed = [(k, r["median_s"]) for k, r in mine if r["median_s"] is not None]
+            tim.plot(
+                [k for k, _ in timed],
+                [1e3 * t for _, t in timed],
+                style,
+                color=f"C{i}",
+                label=label,
+            )
+    mem.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="temporaries (MiB)")
+    tim.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="fwd+bwd time (ms)")
+    mem.set_title("compiled temporary memory", fontsize=10)
+    d = records["contrastive"]["D"]
+    tim.set_title(f"jit(value_and_grad), D = {d}, float32", fontsize=10)
+    mem.legend(fontsize=8)
+    return fig
 
 
 # Files.

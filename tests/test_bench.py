@@ -101,6 +101,21 @@ def test_quality(tmp_path):
     _check_sigmoid_gradients(res)
     _check_multilabel(res, stdout)
     _check_distillation(res, stdout)
+    _check_retrieval(res, stdout)
+
+
+def _check_retrieval(res: dict, stdout: str) -> None:
+    r = res["retrieval"]
+    assert [m["key"] for m in r["models"]] == ["untrained", "softmax", "sigmoid"]
+    assert r["test_size"] == res["data"]["x_test"][0]
+    for m in r["models"]:
+        assert len(m["runs"]) == len(res["config"]["retrieval_seeds"])
+        for way in ("top_to_bottom", "bottom_to_top"):
+            assert 0 <= m[f"{way}_r1"] <= m[f"{way}_r5"] <= 1
+            np.testing.assert_allclose(m[f"{way}_r1"], np.mean([x[f"{way}_r1"] for x in m["runs"]]))
+        assert m["temperature"] > 0
+        assert (m["bias"] is None) == (m["key"] != "sigmoid")
+    assert "Two-tower retrieval" in stdout
 
 
 def _check_pairings(res: dict) -> None:
@@ -186,7 +201,8 @@ def test_speed(tmp_path):
     stdout = _bench("--tiny", "--only", "speed", "--no-progress", "--out", str(tmp_path))
     res = json.loads((tmp_path / "speed.json").read_text())
     _check_environment(res["environment"])
-    _check_report_wrote(tmp_path, "speed", res, stdout, {"ce_time_vs_vocab.png"})
+    plots = {"ce_time_vs_vocab.png", "contrastive_vs_batch.png"}
+    _check_report_wrote(tmp_path, "speed", res, stdout, plots)
     cfg = res["config"]
     rows = res["cross_entropy"]
     assert len(rows) == 2 * len(cfg["ce_shapes"]) * len(cfg["dtypes"])
@@ -217,6 +233,22 @@ def test_speed(tmp_path):
         if r["dtype"] == "float32":  # the same loss, chunked or not
             assert r["loss_abs_diff_vs_base"] < 1e-4 and r["grad_max_abs_diff_vs_base"] < 1e-4
     assert "Fused linear + distillation" in stdout
+    pairs = res["contrastive"]["rows"]
+    sizes = [(b, True) for b in cfg["contrastive"]] + [
+        (b, False) for b in cfg["contrastive_memory"]
+    ]
+    assert [(r["kind"], r["B"], r["name"]) for r in pairs] == [
+        (kind, b, name)
+        for kind in ("softmax", "sigmoid")
+        for b, _ in sizes
+        for name in ("blocked (jaxloss)", "materialised")
+    ]
+    timed = dict(sizes)
+    for r in pairs:
+        assert r["temp_bytes"] > 0 and r["matrix_bytes"] == 4 * r["B"] ** 2
+        assert (r["median_s"] is not None) == timed[r["B"]]
+        if timed[r["B"]]:
+            assert r["median_s"] > 0 and r["max_abs_diff_vs_base"] < 1e-4
 
 
 def test_calibration_by_hand():
@@ -288,3 +320,14 @@ def test_distillation_student_loss_mixes_labels_and_teacher():
         np.testing.assert_allclose(loss(x, y, teacher), 0.75 * ce + 0.25 * d, rtol=1e-6)
         # The teacher is a constant of the student's loss.
         assert not jnp.any(jax.grad(loss, argnums=2)(x, y, teacher))
+
+
+def test_retrieval_recall_by_hand():
+    from bench import retrieval
+
+    # Row 0's match is the most similar; row 1's is second; row 2's is last of three.
+    sim = np.array([[0.9, 0.1, 0.2], [0.8, 0.5, 0.1], [0.3, 0.2, 0.1]])
+    assert retrieval.recall(sim, 1) == 1 / 3
+    assert retrieval.recall(sim, 2) == 2 / 3
+    assert retrieval.recall(sim, 3) == 1.0
+    assert retrieval.recall(sim.T, 1) == 2 / 3  # by column: 0.9 and 0.5 lead theirs, 0.1 not
