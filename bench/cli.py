@@ -36,16 +36,18 @@ speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs
   the logits, forward and forward + backward under jit, float32 and bfloat16; soft-target
   cross-entropy vs optax, both dtypes; fused linear + CE vs the materialised logits (time and
   compiled temporary memory); the contrastive losses in blocks vs the materialised [B, B]
-  similarity matrix, D = 128, time and memory against B. Medians of interleaved repetitions in a random order, with an
-  untimed pause after each call so the release of its buffers is not charged to the next.
+  similarity matrix, D = 128, time and memory against B. Medians of interleaved repetitions
+  in a random order, with an untimed pause after each call so the release of its buffers is
+  not charged to the next.
   Files: speed.json, speed.md, ce_time_vs_vocab.png, contrastive_vs_batch.png.
 
-sizes: the quick default takes about three minutes on 2 CPU cores (speed: N x V up to
-  2048 x 32768; fused N=2048, D=256, V=8192; quality: 30 epochs, one seed; distillation:
-  teacher 30 epochs, students 100, 3 seeds). --full trains 100 epochs over 3 seeds
-  (distillation: students 200 epochs, 5 seeds) and times (8192, 1000), (2048, 32768),
-  (512, 131072), (4096, 32768) and the fused N=8192, D=256, V=32768: about 10 minutes and
-  5 GB of memory.
+sizes: the quick default takes about four minutes on 2 CPU cores (speed: N x V up to
+  2048 x 32768; fused N=2048, D=256, V=8192; contrastive B up to 4096, memory at 16384;
+  quality: 30 epochs, one seed; distillation: teacher 30 epochs, students 100, 3 seeds;
+  retrieval: 60 epochs, 3 seeds). --full trains 100 epochs over 3 seeds (distillation:
+  students 200 epochs, 5 seeds; retrieval 120 epochs, 5 seeds) and times (8192, 1000),
+  (2048, 32768), (512, 131072), (4096, 32768), the fused N=8192, D=256, V=32768 and the
+  contrastive B up to 8192 (memory to 32768): over 10 minutes and 5 GB of memory.
 
 timings: XLA:CPU and PyTorch use every core they see; run on an otherwise idle machine.
   JSON records XLA_FLAGS and GLIBC_TUNABLES, which change timings: by default glibc maps

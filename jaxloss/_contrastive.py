@@ -84,7 +84,7 @@ def _softmax_merge_rows(acc: tuple[jax.Array, ...], new: tuple[jax.Array, ...]) 
     return (*_merge_log_z(acc[:2], new[:2]), acc[2] + new[2])
 
 
-def _share(stats: jax.Array, total: tuple[jax.Array, ...]) -> jax.Array:
+def _share(stats: tuple[jax.Array, ...], total: tuple[jax.Array, ...]) -> jax.Array:
     """exp(log Z_block - log Z): the block's share of a row's partition function. At the
     forward pass's total it has log Z's gradient restricted to the block, Σ exp(L - log Z) dL
     (the shift carries no derivative, as in the core)."""
@@ -162,7 +162,9 @@ def _devices(spec: Spec) -> tuple[Any, int]:
 
 
 def _indices(n: int, start: Any = 0) -> jax.Array:
-    return start * n + jnp.arange(n, dtype=jnp.int32)
+    """Global indices of `n` rows or columns from block `start`."""
+    out: jax.Array = start * n + jnp.arange(n, dtype=jnp.int32)
+    return out
 
 
 def _local(a: jax.Array, spec: Spec) -> _Local:
@@ -202,7 +204,8 @@ def _ring(spec: Spec) -> Callable[[Any], Any]:
 
 
 def _gathered(x: jax.Array, spec: Spec) -> jax.Array:
-    return jax.lax.all_gather(x, spec.axis_name, tiled=True)
+    out: jax.Array = jax.lax.all_gather(x, spec.axis_name, tiled=True)
+    return out
 
 
 def _finish_gathered_cols(cols: tuple[jax.Array, ...], n: int, spec: Spec) -> tuple[Any, ...]:
@@ -338,13 +341,14 @@ def _stats_fwd(a: jax.Array, b: jax.Array, hyper: Any, spec: Spec) -> tuple[Any,
 def _stats_bwd(spec: Spec, res: Any, g: Any) -> tuple[Any, ...]:
     a, b, hyper, (rows, cols) = res
     g_rows, g_cols = g
+    row_ctx: tuple[jax.Array, ...] = (g_rows[0],)
+    col_ctx: tuple[jax.Array, ...] = ()
     if spec.kind == "softmax":  # the shifts carry no derivative
         row_ctx = (rows[0], rows[1], g_rows[1], g_rows[2])
         col_ctx = (cols[0], cols[1], g_cols[1])
-    else:
-        row_ctx, col_ctx = (g_rows[0],), ()
     grads, _ = _backward(a, b, hyper, row_ctx, col_ctx, spec)
-    return _cotangents(grads, None, a, b, hyper)
+    out: tuple[Any, ...] = _cotangents(grads, None, a, b, hyper)
+    return out
 
 
 _stats.defvjp(_stats_fwd, _stats_bwd)

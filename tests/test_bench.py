@@ -331,3 +331,21 @@ def test_retrieval_recall_by_hand():
     assert retrieval.recall(sim, 2) == 2 / 3
     assert retrieval.recall(sim, 3) == 1.0
     assert retrieval.recall(sim.T, 1) == 2 / 3  # by column: 0.9 and 0.5 lead theirs, 0.1 not
+
+
+def test_exchange_smoke(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.exchange", "--tiny", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "XLA_FLAGS": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads((tmp_path / "exchange.json").read_text())["rows"]
+    assert {(r["devices"], r["kind"], r["exchange"]) for r in rows} == {
+        (n, k, e) for n in (1, 2, 4, 8) for k in ("softmax", "sigmoid") for e in ("ring", "gather")
+    }
+    assert all(r["temp_bytes"] > 0 and r["median_s"] > 0 for r in rows)
+    assert "| softmax | 64  | 8" in proc.stdout

@@ -45,6 +45,7 @@ def test_notebooks_exist() -> None:
         "02_training_with_optax.ipynb",
         "03_large_vocabularies_and_distillation.ipynb",
         "04_distillation.ipynb",
+        "05_contrastive_learning.ipynb",
     } <= names
 
 
