@@ -27,7 +27,7 @@ from jaxloss import _checks
 from jaxloss._backend import Rows
 from jaxloss._dtypes import compute_dtype
 from jaxloss._large_vocab import chunked
-from jaxloss._reduction import AxisName, Reduction, reduce, sum_to, varying
+from jaxloss._reduction import AxisName, Reduction, reduce, replicated_axes, sum_to, varying
 from jaxloss._softmax import softmax_parts
 
 Kind = Literal["softmax", "sigmoid"]
@@ -37,7 +37,9 @@ Exchange = Literal["ring", "gather"]
 # MiB, and each step still multiplies a [chunk, D] by a [D, columns] matrix.
 BLOCK_ELEMENTS = 2**20
 MIN_CHUNK = 8
-EXCHANGE: dict[str, Exchange] = {"softmax": "ring", "sigmoid": "ring"}
+# The ring: per-device memory falls as devices are added (the performance notes compare it
+# with the all-gather).
+EXCHANGE: Exchange = "ring"
 
 _ROWS = Rows(1, None, False)
 _COLUMNS = Rows(0, None, True)  # padded rows of a block are excluded from its columns
@@ -58,7 +60,7 @@ class Block(NamedTuple):
     logits: jax.Array  # [c, w], the compute dtype
     row: jax.Array  # [c, 1] global row indices
     col: jax.Array  # [1, w] global column indices
-    valid: jax.Array  # [c, 1] False for rows that pad the last chunk
+    valid: jax.Array  # [c, 1] False for rows that pad the last chunk (their index is -1)
 
 
 # Per kind: the block's statistics, their merge across blocks, and a function of the block
@@ -84,12 +86,14 @@ def _softmax_merge_rows(acc: tuple[jax.Array, ...], new: tuple[jax.Array, ...]) 
     return (*_merge_log_z(acc[:2], new[:2]), acc[2] + new[2])
 
 
-def _share(stats: tuple[jax.Array, ...], total: tuple[jax.Array, ...]) -> jax.Array:
+def _share(stats: tuple[jax.Array, ...], total: tuple[jax.Array, ...], keep: Any) -> jax.Array:
     """exp(log Z_block - log Z): the block's share of a row's partition function. At the
     forward pass's total it has log Z's gradient restricted to the block, Σ exp(L - log Z) dL
-    (the shift carries no derivative, as in the core)."""
+    (the shift carries no derivative, as in the core). 0 where `keep` is False."""
     (s_blk, z_blk), (s, z) = stats, total
-    return jnp.exp((jax.lax.stop_gradient(s_blk) - s) + (z_blk - z))
+    # A padding row has no total: -inf keeps its exponential (and its gradient) at 0.
+    exponent = jnp.where(keep, (jax.lax.stop_gradient(s_blk) - s) + (z_blk - z), -jnp.inf)
+    return jnp.exp(exponent)
 
 
 def _softmax_surrogate(blk: Block, rows: tuple[jax.Array, ...], cols: tuple[jax.Array, ...]) -> Any:
@@ -97,8 +101,8 @@ def _softmax_surrogate(blk: Block, rows: tuple[jax.Array, ...], cols: tuple[jax.
     shift_r, log_z_r, g_r, g_d = rows
     shift_c, log_z_c, g_c = cols
     return (
-        jnp.sum(g_r * _share((s_r, z_r), (shift_r, log_z_r)))
-        + jnp.sum(g_c * _share((s_c, z_c), (shift_c, log_z_c)))
+        jnp.sum(g_r * _share((s_r, z_r), (shift_r, log_z_r), blk.valid[:, 0]))
+        + jnp.sum(g_c * _share((s_c, z_c), (shift_c, log_z_c), True))
         + jnp.sum(g_d * diag)
     )
 
@@ -141,10 +145,11 @@ def _full(init: tuple[float, ...], n: int, dtype: Any, *like: Any) -> tuple[jax.
     return tuple(varying(jnp.full((n,), v, dtype), *like) for v in init)
 
 
-def _logits(a_c: jax.Array, b_blk: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+def _similarity(a_c: jax.Array, b_blk: jax.Array, dtype: Any) -> jax.Array:
+    """⟨a_i, b_j⟩ of a block, [c, w], accumulated in `dtype`."""
     dims = (((1,), (1,)), ((), ()))
-    s = jax.lax.dot_general(a_c, b_blk, dims, preferred_element_type=scale.dtype)
-    return scale * s + bias
+    out: jax.Array = jax.lax.dot_general(a_c, b_blk, dims, preferred_element_type=dtype)
+    return out
 
 
 class _Local(NamedTuple):
@@ -170,10 +175,9 @@ def _indices(n: int, start: Any = 0) -> jax.Array:
 def _local(a: jax.Array, spec: Spec) -> _Local:
     n = a.shape[0]
     k, _ = _devices(spec)
-    row = _indices(n, k)
-    return _Local(
-        chunked(a, spec.chunk), chunked(row, spec.chunk), chunked(jnp.ones(n, bool), spec.chunk)
-    )
+    valid = chunked(jnp.ones(n, bool), spec.chunk)
+    row = jnp.where(valid, chunked(_indices(n, k), spec.chunk), -1)  # padding matches no column
+    return _Local(chunked(a, spec.chunk), row, valid)
 
 
 def _unchunk(x: jax.Array, n: int) -> jax.Array:
@@ -188,7 +192,9 @@ def _forward_block(
 
     def step(cols: Any, xs: Any) -> tuple[Any, Any]:
         a_c, row_c, valid_c = xs
-        blk = Block(_logits(a_c, b_blk, *hyper), row_c[:, None], col[None, :], valid_c[:, None])
+        scale, bias = hyper
+        logits = scale * _similarity(a_c, b_blk, scale.dtype) + bias
+        blk = Block(logits, row_c[:, None], col[None, :], valid_c[:, None])
         rows, new = fam.stats(blk)
         return fam.merge_cols(cols, new), rows
 
@@ -264,8 +270,7 @@ def _backward_block(
     def step(carry: Any, xs: Any) -> tuple[Any, jax.Array]:
         (a_c, row_c, valid_c), rows_c = xs
         db, d_hyper, total = carry
-        dims = (((1,), (1,)), ((), ()))
-        s = jax.lax.dot_general(a_c, b_blk, dims, preferred_element_type=acc)
+        s = _similarity(a_c, b_blk, acc)
 
         def surrogate(s: jax.Array, scale: jax.Array, bias: jax.Array) -> Any:
             blk = Block(scale * s + bias, row_c[:, None], col[None, :], valid_c[:, None])
@@ -322,7 +327,10 @@ def _backward(
 
     acc = hyper[0].dtype
     like = (a, b, *jax.tree.leaves(row_ctx), *col_ctx)
-    zeros = functools.partial(lambda shape: varying(jnp.zeros(shape, acc), *like))
+
+    def zeros(shape: tuple[int, ...]) -> jax.Array:
+        return varying(jnp.zeros(shape, acc), *like)
+
     init = (zeros(a.shape), tuple(zeros(()) for _ in hyper), zeros(()), b, col_ctx, zeros(b.shape))
     (da, d_hyper, total, _, _, db), _ = jax.lax.scan(visit, init, jnp.arange(p, dtype=jnp.int32))
     return (da, db, d_hyper), total
@@ -409,12 +417,27 @@ def _check_pair(embeddings: ArrayLike, other_embeddings: ArrayLike) -> tuple[jax
 
 
 def _scalar(value: ArrayLike, name: str, dtype: Any) -> jax.Array:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a float, got {value!r}")
     x = _checks.check_float(
         jnp.asarray(value, dtype) if isinstance(value, (int, float)) else value, name
     )
     if x.ndim != 0:
         raise ValueError(f"{name} must be a scalar, got shape {x.shape}")
     return x.astype(dtype)
+
+
+def _check_split(a: jax.Array, b: jax.Array, axis_name: AxisName) -> int:
+    """The number of devices along `axis_name`, over which both embeddings must be split."""
+    same = {*replicated_axes(a, axis_name), *replicated_axes(b, axis_name)}
+    if same:
+        raise ValueError(
+            f"axis_name={axis_name!r}: embeddings and other_embeddings must be split over it "
+            f"(shard_map in_specs P({axis_name!r}) for both), but they are replicated over "
+            f"{sorted(same, key=str)}"
+        )
+    size: int = jax.lax.axis_size(axis_name)
+    return size
 
 
 def contrastive(
@@ -431,13 +454,13 @@ def contrastive(
     """Validation, the blocked statistics and the reduction; `exchange` overrides EXCHANGE."""
     a, b = _check_pair(embeddings, other_embeddings)
     _checks.check_reduction(reduction)
-    exchange = EXCHANGE[kind] if exchange is None else exchange
+    exchange = EXCHANGE if exchange is None else exchange
     acc = compute_dtype(a.dtype)
     hyper = (_scalar(scale, "scale", acc), _scalar(bias, "bias", acc))
     n = a.shape[0]
     if n == 0:
         return reduce(jnp.zeros((0,), acc), reduction, None, axis_name)
-    p = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+    p = 1 if axis_name is None else _check_split(a, b, axis_name)
     columns = n if exchange == "ring" else n * p
     spec = Spec(kind, pair_chunk(chunk_size, n, columns), axis_name, exchange)
     if kind == "sigmoid" and reduction != "none":
@@ -474,8 +497,11 @@ def softmax_contrastive_loss(
     relative to the other pairs of its row and of its column. ``reduction="mean"`` is the loss
     of CLIP (Radford et al., 2021). The ``[B, B]`` logits are never held: blocks of
     ``chunk_size`` rows are computed, reduced to each row's and column's log-normaliser and
-    discarded, in the forward and in the backward pass (a ``custom_vjp``: ``grad`` and ``vjp``,
-    not ``jvp``). Half-precision embeddings give float32 logits and sums.
+    discarded, in the forward and in the backward pass. Being a ``custom_vjp``, it takes
+    reverse-mode derivatives (``grad``, ``vjp``, and nested: ``grad`` of ``grad``,
+    ``jax.hessian``) but not ``jvp`` of the loss itself. Half-precision embeddings give float32
+    logits and sums; each block's gradient is rounded to their dtype before its two matmuls
+    (which accumulate in float32), as in the fused losses.
 
     Args:
       embeddings: ``[B, D]`` features :math:`a` (e.g. images), normalised by the model.
@@ -486,7 +512,9 @@ def softmax_contrastive_loss(
       axis_name: inside ``jax.shard_map`` with the batch split over this mesh axis, the loss
         covers the global batch: all :math:`B^2` pairs, each device passing its share of
         ``other_embeddings`` around a ring. Per-example values are the local examples';
-        ``"mean"`` and ``"sum"`` are global and the same on every device.
+        ``"mean"`` and ``"sum"`` are global and the same on every device. Both embeddings must
+        be split over it (a ``ValueError`` says so when shard_map tracks replication, its
+        default ``check_vma=True``).
       chunk_size: rows per block; by default about :math:`2^{20}` pair logits a block.
       reduction: ``"none"``, ``"mean"`` over the (global) batch, or ``"sum"``.
 
@@ -497,13 +525,13 @@ def softmax_contrastive_loss(
       >>> import jax, jax.numpy as jnp
       >>> import jaxloss
       >>> a = jnp.eye(3)
-      >>> print(jaxloss.softmax_contrastive_loss(a, a, scale=2.0, reduction="mean"))
-      0.2395
+      >>> loss = jaxloss.softmax_contrastive_loss(a, a, scale=2.0, reduction="mean")
       >>> L = 2.0 * a @ a.T
       >>> rows = jax.nn.log_softmax(L, axis=1)
       >>> cols = jax.nn.log_softmax(L, axis=0)
-      >>> print(-jnp.mean(jnp.diag(rows) + jnp.diag(cols)) / 2)
-      0.2395
+      >>> plain = -jnp.mean(jnp.diag(rows) + jnp.diag(cols)) / 2
+      >>> print(f"{loss:.4f} {plain:.4f}")
+      0.2395 0.2395
 
     References:
       Radford et al., *Learning Transferable Visual Models From Natural Language Supervision*,
@@ -538,8 +566,7 @@ def sigmoid_contrastive_loss(
     ``"sum"`` is the sum. :math:`-\log \sigma` is ``log_sigmoid``'s, exact for large
     :math:`|L|`. The ``[B, B]`` logits are never held: blocks of ``chunk_size`` rows are
     computed and discarded; with ``"mean"`` or ``"sum"`` their gradients are computed in the
-    same pass (a ``custom_vjp``: ``grad`` and ``vjp``, not ``jvp``). Half-precision embeddings
-    give float32 logits and sums.
+    same pass. Derivatives and half precision are as for ``softmax_contrastive_loss``.
 
     Args:
       embeddings: ``[B, D]`` features :math:`a` (e.g. images), normalised by the model.
@@ -548,10 +575,8 @@ def sigmoid_contrastive_loss(
       scale: :math:`s`, a differentiable scalar (SigLIP learns :math:`\log s`, starting at
         :math:`s = 10`).
       bias: :math:`t`, a differentiable scalar (SigLIP starts at :math:`t = -10`).
-      axis_name: inside ``jax.shard_map`` with the batch split over this mesh axis, the loss
-        covers the global batch: all :math:`B^2` pairs, each device passing its share of
-        ``other_embeddings`` around a ring. Per-example values are the local examples';
-        ``"mean"`` and ``"sum"`` are global and the same on every device.
+      axis_name: the mesh axis the batch is split over inside ``jax.shard_map``, as for
+        ``softmax_contrastive_loss``: the loss covers the global batch.
       chunk_size: rows per block, as for ``softmax_contrastive_loss``.
       reduction: ``"none"``, ``"mean"`` (the sum over pairs divided by the global :math:`B`),
         or ``"sum"``.

@@ -44,6 +44,14 @@ def sum_to(grad: jax.Array, primal: jax.Array) -> jax.Array:
     return jax.lax.psum(grad, axes) if axes else grad
 
 
+def replicated_axes(x: jax.Array, axis_name: AxisName) -> tuple[Any, ...]:
+    """The mesh axes of `axis_name` along which `x` is known to be replicated (shard_map
+    tracks this with its default check_vma=True; without it, nothing is known: ())."""
+    names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+    tracked = _vma(jax.lax.axis_index(axis_name))
+    return tuple(n for n in names if n in tracked and n not in _vma(x))
+
+
 def safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
     """num / den, and 0 with a zero gradient where den is 0."""
     # Double-where: the inner keeps 0/0 out of the gradient, the outer gives 0 when empty.

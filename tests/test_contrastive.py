@@ -14,7 +14,7 @@ import jaxloss
 from jaxloss import _contrastive
 
 from . import reference
-from .conftest import assert_close, requires_xla_cpu, temp_bytes
+from .conftest import F32_ULP, assert_close, requires_xla_cpu, temp_bytes
 
 SOFT = jaxloss.softmax_contrastive_loss
 SIG = jaxloss.sigmoid_contrastive_loss
@@ -63,14 +63,32 @@ def test_equals_the_float64_oracle(kind, chunk_size, scale, bias, rng):
         assert_close(got, value, rtol=1e-12)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_confident_pairs_keep_their_precision(kind):
-    # Orthonormal pairs at a large scale: L_ii = 100, the rest 0. The loss per example is
-    # about (B - 1)·e^-100, far below one ulp of log Z; it must not become log Z's rounding.
-    a = jnp.eye(8, dtype=jnp.float32)
-    got = _call(kind, a, a, scale=100.0, bias=0.0)
-    want = _oracle(kind, a, a, 100.0, 0.0)
-    assert_close(got, want, rtol=1e-6, atol=1e-30)
+def test_confident_pairs_keep_the_precision_of_one_row():
+    # Logits 1024 on the diagonal and 1023 off it, exact in float32: each loss is
+    # log(1 + e^-1). log Z - L_ii with log Z = 1024.31... would keep one ulp of 1024 (1.2e-4);
+    # the shift kept apart from log Z keeps the core's precision, about one ulp of the loss.
+    off = 1 - 2.0**-10
+    a = jnp.eye(2, dtype=jnp.float32)
+    b = jnp.array([[1.0, off], [off, 1.0]], jnp.float32)
+    got = SOFT(a, b, scale=1024.0)
+    want = reference.clip(a, b, 1024.0)
+    np.testing.assert_allclose(want, np.log1p(np.exp(-1.0)), rtol=1e-12)
+    assert_close(got, want, rtol=4 * F32_ULP)
+    # What the shortcut gives, so that this test tells the two apart.
+    naive = jax.nn.logsumexp(1024.0 * a @ b.T, axis=1) - 1024.0
+    assert np.max(np.abs(np.asarray(naive) - want)) > 100 * F32_ULP * want[0]
+
+
+def test_padding_rows_stay_out_of_the_gradient(rng):
+    # 5 rows in chunks of 4: the last chunk has 3 padding rows, whose logits are the bias.
+    a, b = _embeddings(rng, n=5)
+
+    def f(a, b, scale):
+        return _contrastive.contrastive("softmax", a, b, scale, 100.0, None, 4, "mean")
+
+    got = jax.grad(f, argnums=(0, 1, 2))(a, b, 3.0)
+    want = jax.grad(lambda a, b, s: jnp.mean(_plain("softmax", a, b, s, 0.0)), (0, 1, 2))(a, b, 3.0)
+    assert_close(got, want, rtol=1e-11, atol=1e-13)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -107,7 +125,8 @@ def test_check_grads_in_reverse_mode(kind, rng):
     def f(a, b, scale, bias):
         return _call(kind, a, b, scale, bias, chunk_size=2)
 
-    jax.test_util.check_grads(f, (a, b, 1.5, -0.5), order=1, modes=["rev"])
+    # Second order too: the backward pass is JAX code that autodiff goes through.
+    jax.test_util.check_grads(f, (a, b, 1.5, -0.5), order=2, modes=["rev"])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -242,6 +261,8 @@ def test_errors_name_the_argument(kind):
         _call(kind, jnp.ones((4, 3), jnp.int32), jnp.ones((4, 3), jnp.int32))
     with pytest.raises(ValueError, match="scale must be a scalar"):
         _call(kind, a, a, scale=jnp.ones(4))
+    with pytest.raises(TypeError, match="scale must be a float"):
+        _call(kind, a, a, scale=True)
     with pytest.raises(ValueError, match="chunk_size"):
         _call(kind, a, a, chunk_size=0)
     with pytest.raises(ValueError, match="reduction"):

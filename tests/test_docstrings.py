@@ -9,6 +9,7 @@ import pytest
 import jaxloss
 from jaxloss import (
     _classification,
+    _contrastive,
     _distillation,
     _divergence,
     _large_vocab,
@@ -20,7 +21,16 @@ PUBLIC = sorted(n for n in dir(jaxloss) if not n.startswith("_") and callable(ge
 
 
 @pytest.mark.parametrize(
-    "module", [_classification, _divergence, _distillation, _reduction, _large_vocab, _parallel]
+    "module",
+    [
+        _classification,
+        _contrastive,
+        _divergence,
+        _distillation,
+        _reduction,
+        _large_vocab,
+        _parallel,
+    ],
 )
 def test_doctests(module):
     np.set_printoptions(precision=4, suppress=True)
