@@ -29,14 +29,17 @@ quality: one small MLP (optax Adam, jit-compiled step, fixed seeds) trained on s
   accuracy, NLL, ECE, agreement with the teacher; mean and std over 3 seeds, 5 with --full);
   then two-tower retrieval: the top and bottom halves of each digit embedded by two MLPs
   trained with softmax_contrastive_loss or sigmoid_contrastive_loss (learned scale and bias),
-  test recall@1 and @5 both ways among the 450 test digits, the learned temperature.
+  test recall@1 and @5 both ways among the 450 test digits, the learned temperature; then
+  CTC: strips of 3-6 digits read column by column by an MLP trained with ctc_loss, sequence
+  accuracy and character error rate of greedy decoding on strips of test digits.
   Files: quality.json, quality.md, learning_curves.png, reliability.png, grad_norms.png.
 
 speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs a copy of
   the logits, forward and forward + backward under jit, float32 and bfloat16; soft-target
   cross-entropy vs optax, both dtypes; fused linear + CE vs the materialised logits (time and
   compiled temporary memory); the contrastive losses in blocks vs the materialised [B, B]
-  similarity matrix, D = 128, time and memory against B. Medians of interleaved repetitions
+  similarity matrix, D = 128, time and memory against B; CTC against optax and PyTorch at
+  (B, T, K, N) = (16, 500, 64, 100) and (64, 150, 1000, 40). Medians of interleaved repetitions
   in a random order, with an untimed pause after each call so the release of its buffers is
   not charged to the next.
   Files: speed.json, speed.md, ce_time_vs_vocab.png, contrastive_vs_batch.png.

@@ -35,6 +35,14 @@ class QualityConfig:
     retrieval_batch: int = 128
     retrieval_epochs: int = 60
     retrieval_seeds: tuple[int, ...] = (0, 1, 2)
+    # CTC on strips of 3-6 digits: strips built from training / test digits, an MLP per frame.
+    strips_train: int = 3000
+    strips_test: int = 500
+    strips_hidden: tuple[int, ...] = (128,)
+    strips_batch: int = 64
+    strips_learning_rate: float = 3e-3
+    strips_epochs: int = 30
+    strips_seeds: tuple[int, ...] = (0,)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,8 @@ class SpeedConfig:
     contrastive: tuple[int, ...] = (1024, 2048, 4096)
     contrastive_memory: tuple[int, ...] = (16384,)
     contrastive_dim: int = 128
+    # (B, T, K, N) of the CTC comparison, float32.
+    ctc: tuple[tuple[int, int, int, int], ...] = ((16, 500, 64, 100), (64, 150, 1000, 40))
     repeats: int = 7
     fused_repeats: int = 5
     torch: bool = True
@@ -74,6 +84,9 @@ PRESETS = {
             distill_seeds=(0,),
             retrieval_epochs=2,
             retrieval_seeds=(0,),
+            strips_train=128,
+            strips_test=64,
+            strips_epochs=2,
         ),
         SpeedConfig(
             ce_shapes=((128, 512),),
@@ -83,6 +96,7 @@ PRESETS = {
             contrastive=(64,),
             contrastive_memory=(128,),
             contrastive_dim=16,
+            ctc=((2, 20, 8, 5),),
             repeats=2,
             fused_repeats=2,
         ),
@@ -97,6 +111,8 @@ PRESETS = {
             distill_seeds=tuple(range(5)),
             retrieval_epochs=120,
             retrieval_seeds=tuple(range(5)),
+            strips_epochs=60,
+            strips_seeds=(0, 1, 2),
         ),
         SpeedConfig(
             ce_shapes=((8192, 1000), (2048, 32768), (512, 131072), (4096, 32768)),

@@ -124,6 +124,7 @@ def quality_markdown(records: Record, env: Record) -> str:
         + _multilabel_table(records["multilabel"]),
         _students_caption(records) + "\n\n" + _students_table(records["distillation"]),
         _retrieval_caption(records) + "\n\n" + _retrieval_table(records["retrieval"]),
+        _strips_line(records),
         QUALITY_NOTES.format(bins=cfg["ece_bins"]),
     ]
     return _part("quality", sections, records, env)
@@ -276,6 +277,24 @@ def _retrieval_table(r: Record) -> str:
     return table(r["models"], columns)
 
 
+def _strips_line(records: Record) -> str:
+    cfg, r = records["config"], records["strips"]
+    m = r["model"]
+    seeds = tuple(cfg["strips_seeds"])
+    over = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {seeds}"
+    spread = lambda key: "" if len(seeds) == 1 else f" ± {fmt(m[key + '_std'])}"  # noqa: E731
+    layers = "-".join(str(k) for k in (64, *cfg["strips_hidden"], 11))
+    return (
+        f"CTC: strips of 3-6 digits side by side (0-2 empty columns before each), read column "
+        f"by column (each frame sees 8 columns around it) by a ReLU MLP {layers} over 10 digits "
+        f'and the blank, trained {cfg["strips_epochs"]} epochs with `ctc_loss` ("mean") on '
+        f"{r['train_strips']} strips of training digits; on {r['test_strips']} strips of test "
+        f"digits, greedy decoding reads **{fmt(m['sequence_accuracy'])}"
+        f"{spread('sequence_accuracy')}** of the strips exactly, with a character error rate "
+        f"of **{fmt(m['character_error_rate'])}{spread('character_error_rate')}** ({over})."
+    )
+
+
 # Part 2: speed.
 
 
@@ -291,6 +310,7 @@ def speed_markdown(records: Record, env: Record) -> str:
         + _distillation_table(records["fused_distillation"]),
         "Contrastive losses in blocks vs the materialised [B, B] similarity matrix:\n\n"
         + _contrastive_table(records["contrastive"]),
+        "CTC against optax and PyTorch:\n\n" + _ctc_table(records["ctc"]),
         SPEED_NOTES,
     ]
     return _part("speed", sections, records, env)
@@ -382,6 +402,23 @@ def _contrastive_table(records: Record) -> str:
         "compiled."
     )
     return table(_contrastive_pairs(records), columns, left=2) + "\n\n" + note
+
+
+def _ctc_table(records: Record) -> str:
+    columns: Columns = {
+        "B, T, K, N": lambda r: f"{r['B']}, {r['T']}, {r['K']}, {r['N']}",
+        "ctc_loss": _col("name", str),
+        "fwd+bwd ms": _col("median_s", ms),
+        "/ optax": _col("time_ratio", times),
+        "temp MiB": _col("temp_bytes", mib),
+        "temp / optax": _col("temp_ratio", lambda x: times(x, 3)),
+    }
+    note = (
+        "float32 logits, every frame and label kept; jit(value_and_grad(mean over the batch of "
+        "the per-sequence loss)) w.r.t. the logits; torch: F.ctc_loss of log_softmax on CPU "
+        "(sum / B), autograd.grad; temp = compiled temporary memory (JAX only)."
+    )
+    return table(records["rows"], columns, left=2) + "\n\n" + note
 
 
 # Plots: each function returns {file name: figure}; `write` saves and closes them.

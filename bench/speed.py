@@ -16,7 +16,7 @@ import optax
 from tqdm import tqdm
 
 import jaxloss
-from bench import contrastive, fused, fused_distillation
+from bench import contrastive, ctc, fused, fused_distillation
 from bench.config import SpeedConfig
 from bench.timing import compile_jax, interleaved
 from bench.torch_ce import torch_calls, torch_info
@@ -119,12 +119,14 @@ def run(cfg: SpeedConfig, *, progress: bool = True) -> dict[str, Any]:
     rounds += cfg.fused_repeats if fused.available() else 0
     rounds += cfg.fused_repeats * len(cfg.dtypes)
     rounds += cfg.fused_repeats * 2 * len(cfg.contrastive)
+    rounds += cfg.fused_repeats * len(cfg.ctc)
     bar = tqdm(total=rounds, desc="speed", unit="round", disable=not progress, file=sys.stderr)
     with bar:
         rows = [r for case in cases for r in _case(case, cfg, bar)]
         fused_records = fused.run(cfg, bar)
         distillation_records = fused_distillation.run(cfg, bar)
         contrastive_records = contrastive.run(cfg, bar)
+        ctc_records = ctc.run(cfg, bar)
     return {
         "config": dataclasses.asdict(cfg),
         "torch": torch_info() if cfg.torch else None,
@@ -133,4 +135,5 @@ def run(cfg: SpeedConfig, *, progress: bool = True) -> dict[str, Any]:
         "fused": fused_records,
         "fused_distillation": distillation_records,
         "contrastive": contrastive_records,
+        "ctc": ctc_records,
     }

@@ -14,6 +14,7 @@ from jaxloss._classification import (
 from jaxloss._classification import softmax_focal_loss as softmax_focal_loss
 from jaxloss._contrastive import sigmoid_contrastive_loss as sigmoid_contrastive_loss
 from jaxloss._contrastive import softmax_contrastive_loss as softmax_contrastive_loss
+from jaxloss._ctc import ctc_loss as ctc_loss
 from jaxloss._distillation import distillation_loss as distillation_loss
 from jaxloss._distillation import linear_distillation_loss as linear_distillation_loss
 from jaxloss._divergence import entropy as entropy

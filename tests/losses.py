@@ -37,6 +37,9 @@ NOT_IN_REGISTRY = {
     "rows, not logits with a class axis: its contract (oracles, gradients, reductions, jit, "
     "vmap, dtypes, errors) is tests/test_contrastive.py, sharded in multidevice_cases.py.",
     "sigmoid_contrastive_loss": "as softmax_contrastive_loss: tests/test_contrastive.py.",
+    "ctc_loss": "frames, their paddings, label sequences and theirs (optax's signature), one "
+    "loss per sequence: its contract (oracles, gradients, reductions, jit, vmap, dtypes, "
+    "errors) is tests/test_ctc.py.",
 }
 
 

@@ -163,3 +163,45 @@ def siglip(a, b, scale=1.0, bias=0.0):
     logits = float(scale) * np.asarray(a, np.float64) @ np.asarray(b, np.float64).T + float(bias)
     z = 2 * np.eye(len(logits)) - 1
     return -np.sum(log_sigmoid(z * logits), axis=1)
+
+
+def ctc(logits, labels, blank=0):
+    """-log p(labels | logits) of one sequence, logits [T, K] of its unpadded frames: the
+    forward algorithm in probability space (float64), from the definition."""
+    p = np.exp(log_softmax(np.asarray(logits, np.float64), axis=-1))
+    ext = [blank]
+    for label in labels:
+        ext += [int(label), blank]
+    alpha = np.zeros(len(ext))
+    alpha[0] = 1.0
+    first = True
+    for p_t in p:
+        new = np.zeros_like(alpha)
+        for s, k in enumerate(ext):
+            if first:  # the first frame may start at the first blank or the first label
+                total = alpha[0] if s <= 1 else 0.0
+            else:
+                total = alpha[s] + (alpha[s - 1] if s >= 1 else 0.0)
+                if s >= 2 and k != blank and k != ext[s - 2]:
+                    total += alpha[s - 2]
+            new[s] = total * p_t[k]
+        alpha, first = new, False
+    if first:  # no frame: only the empty label sequence is emitted, with probability 1
+        return 0.0 if len(labels) == 0 else np.inf
+    end = alpha[-1] + (alpha[-2] if len(ext) > 1 else 0.0)
+    return -np.log(end) if end > 0 else np.inf
+
+
+def ctc_by_enumeration(logits, labels, blank=0):
+    """-log Σ over every path of T symbols that collapses to `labels` (repeats merged, then
+    blanks removed) of Π_t p_t(path_t): the definition itself, for tiny T and K."""
+    import itertools
+
+    logp = log_softmax(np.asarray(logits, np.float64), axis=-1)
+    t_len, k = logp.shape
+    total = -np.inf
+    for path in itertools.product(range(k), repeat=t_len):
+        merged = [s for i, s in enumerate(path) if i == 0 or s != path[i - 1]]
+        if [s for s in merged if s != blank] == list(labels):
+            total = np.logaddexp(total, sum(logp[t, s] for t, s in enumerate(path)))
+    return -total

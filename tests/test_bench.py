@@ -102,6 +102,32 @@ def test_quality(tmp_path):
     _check_multilabel(res, stdout)
     _check_distillation(res, stdout)
     _check_retrieval(res, stdout)
+    _check_strips(res, stdout)
+
+
+def _check_strips(res: dict, stdout: str) -> None:
+    m = res["strips"]["model"]
+    assert len(m["runs"]) == len(res["config"]["strips_seeds"])
+    assert 0 <= m["sequence_accuracy"] <= 1 and m["character_error_rate"] >= 0
+    assert "CTC: strips of 3-6 digits" in stdout
+
+
+def test_strips_are_what_ctc_reads():
+    from bench import strips
+
+    images = np.stack([np.full((8, 8), d / 10, np.float32) for d in range(10)])
+    s = strips.make_strips(images, np.arange(10), 50, seed=0)
+    assert s["frames"].shape == (50, strips.WIDTH, 8 * strips.WINDOW)
+    lengths = (s["label_pad"] == 0).sum(1)
+    assert lengths.min() >= 3 and lengths.max() <= 6
+    kept = (s["frame_pad"] == 0).sum(1)
+    assert np.all(kept >= 8 * lengths) and np.all(kept <= strips.WIDTH)
+    assert np.all(np.diff(s["label_pad"], axis=1) >= 0)  # right-padded
+    logits = np.full((1, 6, 11), -5.0)
+    logits[0, np.arange(6), [3, 3, 10, 3, 7, 10]] = 0.0
+    assert strips.greedy(logits, np.zeros((1, 6))) == [[3, 3, 7]]
+    assert strips.edit_distance([3, 3, 7], [3, 7]) == 1
+    assert strips.edit_distance([1, 2, 3], [3, 2, 1]) == 2
 
 
 def _check_retrieval(res: dict, stdout: str) -> None:
@@ -249,6 +275,14 @@ def test_speed(tmp_path):
         assert (r["median_s"] is not None) == timed[r["B"]]
         if timed[r["B"]]:
             assert r["median_s"] > 0 and r["max_abs_diff_vs_base"] < 1e-4
+    ctc = res["ctc"]["rows"]
+    names = ["jaxloss", "optax", *(["torch"] if has_torch else [])]
+    assert [(r["B"], r["T"], r["K"], r["N"], r["name"]) for r in ctc] == [
+        (*shape, name) for shape in cfg["ctc"] for name in names
+    ]
+    for r in ctc:
+        assert r["median_s"] > 0 and (r["temp_bytes"] is None) == (r["name"] == "torch")
+        assert r["loss_abs_diff_vs_optax"] < 1e-3 and r["grad_max_abs_diff_vs_optax"] < 1e-4
 
 
 def test_calibration_by_hand():

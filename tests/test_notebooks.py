@@ -46,6 +46,7 @@ def test_notebooks_exist() -> None:
         "03_large_vocabularies_and_distillation.ipynb",
         "04_distillation.ipynb",
         "05_contrastive_learning.ipynb",
+        "06_ctc_digit_strips.ipynb",
     } <= names
 
 
