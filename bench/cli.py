@@ -45,12 +45,13 @@ speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs
   Files: speed.json, speed.md, ce_time_vs_vocab.png, contrastive_vs_batch.png.
 
 sizes: the quick default takes about four minutes on 2 CPU cores (speed: N x V up to
-  2048 x 32768; fused N=2048, D=256, V=8192; contrastive B up to 4096, memory at 16384;
-  quality: 30 epochs, one seed; distillation: teacher 30 epochs, students 100, 3 seeds;
-  retrieval: 60 epochs, 3 seeds). --full trains 100 epochs over 3 seeds (distillation:
-  students 200 epochs, 5 seeds; retrieval 120 epochs, 5 seeds) and times (8192, 1000),
-  (2048, 32768), (512, 131072), (4096, 32768), the fused N=8192, D=256, V=32768 and the
-  contrastive B up to 8192 (memory to 32768): over 10 minutes and 5 GB of memory.
+  2048 x 32768; fused N=2048, D=256, V=8192; contrastive B up to 4096, memory at 16384; CTC
+  at both shapes; quality: 30 epochs, one seed; distillation: teacher 30 epochs, students
+  100, 3 seeds; retrieval: 60 epochs, 3 seeds; CTC strips: 30 epochs, one seed). --full
+  trains 100 epochs over 3 seeds (distillation: students 200 epochs, 5 seeds; retrieval 120
+  epochs, 5 seeds; strips 60 epochs, 3 seeds) and times (8192, 1000), (2048, 32768),
+  (512, 131072), (4096, 32768), the fused N=8192, D=256, V=32768 and the contrastive B up
+  to 8192 (memory to 32768): over 10 minutes and 5 GB of memory.
 
 timings: XLA:CPU and PyTorch use every core they see; run on an otherwise idle machine.
   JSON records XLA_FLAGS and GLIBC_TUNABLES, which change timings: by default glibc maps

@@ -88,12 +88,18 @@ def scores(decoded: list[list[int]], strips: dict) -> dict[str, float]:
     }
 
 
+def read(params: mlp.Params, frames: jax.Array) -> jax.Array:
+    """[n, W, 8 * WINDOW] frames -> [n, W, 11] logits (the MLP applied to every frame)."""
+    n, w, d = frames.shape
+    return mlp.apply(params, frames.reshape(n * w, d)).reshape(n, w, -1)
+
+
 @functools.cache
 def _step(learning_rate: float) -> tuple[optax.GradientTransformation, Any]:
     opt = optax.adam(learning_rate)
 
     def loss(params, x, frame_pad, labels, label_pad):
-        logits = mlp.apply(params, x)
+        logits = read(params, x)
         return jaxloss.ctc_loss(
             logits, frame_pad, labels, label_pad, blank_id=BLANK, reduction="mean"
         )
@@ -140,7 +146,7 @@ def run(cfg: QualityConfig, data: dict[str, np.ndarray], bar: Any) -> dict[str, 
     runs = []
     for seed in cfg.strips_seeds:
         params = train(cfg, seed, train_strips, bar)
-        logits = mlp.predict(params, test_strips["frames"])
+        logits = np.asarray(jax.jit(read)(params, test_strips["frames"]))
         runs.append(scores(greedy(logits, test_strips["frame_pad"]), test_strips))
     row: dict[str, Any] = {"runs": runs}
     for metric in runs[0]:
