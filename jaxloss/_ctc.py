@@ -21,6 +21,7 @@ gradient inside one reverse recursion, subtracting γ from g·p in place.
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any, NamedTuple
 
 import jax
@@ -179,7 +180,9 @@ def _gradient(
     end = (finish(lat.last_blank), finish(lat.last_label))
     # g·p of every kept frame at once; the scan subtracts g·γ frame by frame, in place.
     scale = jnp.where(lat.pad, 0, g)[..., None]
-    dense = scale * jnp.exp(x.astype(log_z.dtype) - log_z[..., None])
+    # Double-where: a padded frame's logits may be anything, -inf or NaN included.
+    probs = jnp.exp(jnp.where(lat.pad[..., None], 0, x.astype(log_z.dtype) - log_z[..., None]))
+    dense = jnp.where(lat.pad[..., None], 0, scale * probs)
     xs = (jnp.arange(x.shape[1]), e.blank, e.labels, alphas, lat.pad.T)
     (_, dx), _ = jax.lax.scan(step, (end, dense), xs, reverse=True)
     return dx.astype(x.dtype)
@@ -236,19 +239,19 @@ def _check_labels(labels: jax.Array, lengths: jax.Array, classes: int, blank: in
     return ~jnp.any(bad, axis=1)
 
 
-def _check_right_padded(pad: jax.Array) -> jax.Array:
-    """Label lengths [B]; label_paddings must be 0s then 1s along each row (checked when
-    concrete)."""
+def _check_right_padded(pad: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Label lengths [B], and whether each row of label_paddings is 0s then 1s; raises on the
+    first row that is not when the paddings are concrete."""
     lengths = jnp.sum(~pad, axis=1, dtype=jnp.int32)
-    if _checks.is_concrete(pad):
-        expected = jnp.arange(pad.shape[1], dtype=lengths.dtype)[None, :] >= lengths[:, None]
-        if not bool(jnp.all(pad == expected)):
-            row = int(jnp.argmax(jnp.any(pad != expected, axis=1)))
-            raise ValueError(
-                "label_paddings must be right-padded (0s, then 1s) in every row; row "
-                f"{row} is {jnp.asarray(pad[row], int).tolist()}"
-            )
-    return lengths
+    expected = jnp.arange(pad.shape[1], dtype=lengths.dtype)[None, :] >= lengths[:, None]
+    right = jnp.all(pad == expected, axis=1)
+    if _checks.is_concrete(right) and not bool(jnp.all(right)):
+        row = int(jnp.argmin(right))
+        raise ValueError(
+            "label_paddings must be right-padded (0s, then 1s) in every row; row "
+            f"{row} is {jnp.asarray(pad[row], int).tolist()}"
+        )
+    return lengths, right
 
 
 def ctc_loss(
@@ -297,8 +300,8 @@ def ctc_loss(
 
     Returns:
       Per-sequence losses ``[B]`` (float32 or wider), or a scalar. Under ``jit``, a sequence
-      whose unpadded labels are out of range or equal the blank gives NaN (concrete labels
-      raise a ``ValueError``).
+      whose unpadded labels are out of range or equal the blank, or whose label paddings are
+      not right-padded, gives NaN (concrete ones raise a ``ValueError``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -323,11 +326,14 @@ def ctc_loss(
     if y.ndim != 2 or y.shape[0] != b:
         raise ValueError(f"labels must be [B, N] with B = logits.shape[0] = {b}; got {y.shape}")
     label_pad = _check_paddings(label_paddings, y.shape, "label_paddings", "labels.shape")
-    if not isinstance(blank_id, int) or not 0 <= blank_id < classes:
+    if isinstance(blank_id, bool) or not hasattr(blank_id, "__index__"):
+        raise ValueError(f"blank_id must be an int in [0, {classes}), got {blank_id!r}")
+    blank_id = operator.index(blank_id)
+    if not 0 <= blank_id < classes:
         raise ValueError(f"blank_id must be an int in [0, {classes}), got {blank_id!r}")
     _checks.check_reduction(reduction)
-    lengths = _check_right_padded(label_pad)
-    valid = _check_labels(y, lengths, classes, blank_id)
+    lengths, right = _check_right_padded(label_pad)
+    valid = _check_labels(y, lengths, classes, blank_id) & right
     lat = _lattice(jnp.where(label_pad, blank_id, y).astype(jnp.int32), lengths, pad)
     nll = _nll(x, lat, blank_id)
     loss = jnp.maximum(nll, 0)  # rounding can put a near-certain alignment's log p above 0

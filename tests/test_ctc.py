@@ -288,11 +288,28 @@ def test_errors_name_the_argument():
 
 
 def test_invalid_labels_under_jit_give_nan():
-    x = jnp.zeros((2, 5, 4))
-    fp, lp = jnp.zeros((2, 5)), jnp.zeros((2, 2))
-    y = jnp.array([[1, 2], [3, 9]])  # 9 is not a class
+    x = jnp.zeros((3, 5, 4))
+    fp, lp = jnp.zeros((3, 5)), jnp.array([[0, 0], [0, 0], [1, 0]])  # row 2: not right-padded
+    y = jnp.array([[1, 2], [3, 9], [1, 2]])  # 9 is not a class
     got = jax.jit(CTC)(x, fp, y, lp)
-    assert np.isfinite(float(got[0])) and np.isnan(float(got[1]))
+    assert np.isfinite(float(got[0])) and np.isnan(float(got[1])) and np.isnan(float(got[2]))
+
+
+def test_padded_frames_may_hold_anything(rng):
+    batch = Batch(rng, frames=[3, 5], lengths=[2, 2], k=4)
+    x, fp, y, lp = batch.args()
+    junk = x.at[0, 3:].set(jnp.nan).at[0, 3].set(-jnp.inf)  # frames 3 and 4 of row 0 are padded
+    g = jax.grad(lambda x: jnp.sum(CTC(x, fp, y, lp)))(junk)
+    assert np.all(np.asarray(g)[0, 3:] == 0) and np.all(np.isfinite(np.asarray(g)))
+    assert_close(CTC(junk, fp, y, lp), CTC(x, fp, y, lp), rtol=0)
+
+
+def test_blank_id_takes_numpy_integers(rng):
+    batch = Batch(rng, frames=[6], lengths=[2], k=4, blank=2)
+    args = batch.args()
+    assert_close(CTC(*args, blank_id=np.int64(2)), CTC(*args, blank_id=2), rtol=0)
+    with pytest.raises(ValueError, match="blank_id must be"):
+        CTC(*args, blank_id=True)
 
 
 def test_float32_log_add_is_within_rounding_of_float64():
