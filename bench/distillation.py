@@ -141,19 +141,10 @@ def _seed_runs(cfg: QualityConfig, seed: int, data: dict, subset: dict, bar: Any
     return {k: {"seed": seed, **v} for k, v in runs.items()}
 
 
-def _summary(runs: list[dict]) -> Scores:
-    """Mean over seeds with the standard deviation beside it (None where the runs have none)."""
-    out: Scores = {}
-    for key in MEAN_STD:
-        values = [r[key] for r in runs]
-        none = values[0] is None
-        out[key] = None if none else float(np.mean(values))
-        out[key + "_std"] = None if none else float(np.std(values))
-    return out
-
-
 def _row(key: str, name: str, runs: list[dict], **fields: Any) -> dict[str, Any]:
-    return {"key": key, "name": name, **fields} | _summary(runs) | {"runs": runs}
+    return (
+        {"key": key, "name": name, **fields} | metrics.seed_summary(runs, MEAN_STD) | {"runs": runs}
+    )
 
 
 def run(cfg: QualityConfig, data: dict[str, np.ndarray], bar: Any) -> dict[str, Any]:

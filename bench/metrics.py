@@ -6,6 +6,8 @@ many sigmoid outputs exceed 0.5. Gradient norms come from the training step (`be
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from scipy.special import expit, log_expit, log_softmax, logsumexp
 from sklearn.metrics import accuracy_score, f1_score, log_loss
@@ -89,3 +91,15 @@ def sigmoid_counts(logits: np.ndarray) -> dict[str, float]:
         "frac_two_or_more_above_half": float(np.mean(above >= 2)),
         "frac_none_above_half": float(np.mean(above == 0)),
     }
+
+
+def seed_summary(runs: list[dict], keys: Iterable[str]) -> dict[str, float | None]:
+    """Each key's mean over the runs (seeds) with its standard deviation beside it ("_std");
+    None for both where a run has None."""
+    out: dict[str, float | None] = {}
+    for key in keys:
+        values = [r[key] for r in runs]
+        none = any(v is None for v in values)
+        out[key] = None if none else float(np.mean(values))
+        out[key + "_std"] = None if none else float(np.std(values))
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 import jaxloss
-from bench import mlp
+from bench import metrics, mlp
 from bench.config import QualityConfig
 
 HALF = 32  # pixels in the top four rows of an 8 x 8 digit
@@ -136,11 +136,4 @@ def run(cfg: QualityConfig, data: dict[str, np.ndarray], bar: Any) -> dict[str, 
 
 
 def _row(key: str, name: str, runs: list[dict[str, float | None]]) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": key, "name": name, "runs": runs}
-    for metric in runs[0]:
-        values = [r[metric] for r in runs]
-        if None in values:
-            row[metric] = row[metric + "_std"] = None
-        else:
-            row[metric], row[metric + "_std"] = float(np.mean(values)), float(np.std(values))
-    return row
+    return {"key": key, "name": name, "runs": runs} | metrics.seed_summary(runs, runs[0])

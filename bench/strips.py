@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 import jaxloss
-from bench import mlp
+from bench import metrics, mlp
 from bench.config import QualityConfig
 
 BLANK = 10
@@ -148,8 +148,5 @@ def run(cfg: QualityConfig, data: dict[str, np.ndarray], bar: Any) -> dict[str, 
         params = train(cfg, seed, train_strips, bar)
         logits = np.asarray(jax.jit(read)(params, test_strips["frames"]))
         runs.append(scores(greedy(logits, test_strips["frame_pad"]), test_strips))
-    row: dict[str, Any] = {"runs": runs}
-    for metric in runs[0]:
-        values = [r[metric] for r in runs]
-        row[metric], row[metric + "_std"] = float(np.mean(values)), float(np.std(values))
+    row = {"runs": runs} | metrics.seed_summary(runs, runs[0])
     return {"train_strips": cfg.strips_train, "test_strips": cfg.strips_test, "model": row}
