@@ -7,6 +7,7 @@ from jaxloss._classification import nll_loss as nll_loss
 from jaxloss._classification import poly1_cross_entropy as poly1_cross_entropy
 from jaxloss._classification import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
 from jaxloss._classification import sigmoid_focal_loss as sigmoid_focal_loss
+from jaxloss._classification import smooth_labels as smooth_labels
 from jaxloss._classification import softmax_cross_entropy as softmax_cross_entropy
 from jaxloss._classification import (
     softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels,
@@ -17,17 +18,31 @@ from jaxloss._contrastive import softmax_contrastive_loss as softmax_contrastive
 from jaxloss._ctc import ctc_loss as ctc_loss
 from jaxloss._distillation import distillation_loss as distillation_loss
 from jaxloss._distillation import linear_distillation_loss as linear_distillation_loss
+from jaxloss._divergence import convex_kl_divergence as convex_kl_divergence
 from jaxloss._divergence import entropy as entropy
+from jaxloss._divergence import generalized_kl_divergence as generalized_kl_divergence
 from jaxloss._divergence import js_divergence as js_divergence
 from jaxloss._divergence import kl_divergence as kl_divergence
+from jaxloss._divergence import kl_divergence_with_log_targets as kl_divergence_with_log_targets
 from jaxloss._large_vocab import linear_softmax_cross_entropy as linear_softmax_cross_entropy
+from jaxloss._margins import hinge_loss as hinge_loss
+from jaxloss._margins import multiclass_hinge_loss as multiclass_hinge_loss
+from jaxloss._margins import multiclass_perceptron_loss as multiclass_perceptron_loss
+from jaxloss._margins import perceptron_loss as perceptron_loss
 from jaxloss._parallel import (
     vocab_parallel_linear_softmax_cross_entropy as vocab_parallel_linear_softmax_cross_entropy,
 )
 from jaxloss._parallel import (
     vocab_parallel_softmax_cross_entropy as vocab_parallel_softmax_cross_entropy,
 )
+from jaxloss._ranking import ranking_softmax_loss as ranking_softmax_loss
 from jaxloss._reduction import mean as mean
+from jaxloss._regression import cosine_distance as cosine_distance
+from jaxloss._regression import cosine_similarity as cosine_similarity
+from jaxloss._regression import huber_loss as huber_loss
+from jaxloss._regression import l2_loss as l2_loss
+from jaxloss._regression import log_cosh as log_cosh
+from jaxloss._regression import squared_error as squared_error
 
 try:
     __version__ = _metadata.version("jaxloss")

@@ -10,14 +10,65 @@ from jaxloss import _checks
 from jaxloss._cross_entropy import labelled_loss, prepare
 from jaxloss._dtypes import compute_dtype, is_static_zero
 from jaxloss._labels import Labels, finish, prepare_labels
-from jaxloss._reduction import Reduction, reduce
-from jaxloss._softmax import empty_classes, mask_classes, pick, reduce_examples, softmax_parts
+from jaxloss._reduction import Reduction, reduce, reduce_elements
+from jaxloss._softmax import (
+    Masked,
+    empty_classes,
+    mask_classes,
+    pick,
+    reduce_examples,
+    softmax_parts,
+)
 
 
 def _xlogy_term(t: jax.Array, neg_log_p: jax.Array) -> jax.Array:
     # 0·log 0 = 0. The inner where keeps an infinite -log p (a -inf logit) out of the product,
     # so neither the value nor any derivative (reverse or forward mode) sees 0·inf.
     return t * jnp.where(t > 0, neg_log_p, 0)
+
+
+def _smoothed(t: jax.Array, alpha: ArrayLike, m: Masked, dtype: jnp.dtype) -> jax.Array:
+    """(1 - alpha) t + alpha / C over the C included classes, 0 on the excluded ones."""
+    a = jnp.asarray(alpha, dtype)
+    t = (1 - a) * t.astype(dtype) + a / m.class_count(dtype)
+    return t if m.include is None else jnp.where(m.include, t, 0)
+
+
+def smooth_labels(
+    labels: ArrayLike, alpha: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None
+) -> jax.Array:
+    r"""Label smoothing of target distributions: a mix with the uniform distribution.
+
+    .. math::
+        y \leftarrow (1 - lpha)\, y + lpha / C
+
+    over the :math:`C` included classes; excluded classes get 0, so a smoothed row still
+    sums to one. ``softmax_cross_entropy(x, smooth_labels(y, a))`` equals
+    ``softmax_cross_entropy(x, y, label_smoothing=a)``.
+
+    Args:
+      labels: target probabilities (one-hot or soft rows), ``[..., C]``.
+      alpha: :math:`\alpha \in [0, 1]`.
+      axis: the class axis.
+      where: boolean, broadcastable to ``labels``: classes to include.
+
+    Returns:
+      The smoothed targets, ``labels``' shape and dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxloss
+      >>> print(jaxloss.smooth_labels(jnp.array([[0.0, 1.0, 0.0, 0.0]]), 0.2))
+      [[0.05 0.85 0.05 0.05]]
+
+    References:
+      Szegedy et al., *Rethinking the Inception Architecture for Computer Vision*, CVPR 2016.
+    """
+    y = _checks.check_float(labels, "labels")
+    axis = _checks.check_axis(axis, y.ndim, "labels")
+    _checks.check_unit_interval(alpha, "alpha")
+    m = mask_classes(y, axis, where)
+    return _smoothed(y, alpha, m, compute_dtype(y.dtype)).astype(y.dtype)
 
 
 def softmax_cross_entropy(
@@ -74,10 +125,7 @@ def softmax_cross_entropy(
     # would be twice their bytes).
     t = targets
     if not is_static_zero(label_smoothing):
-        dtype = compute_dtype(logits.dtype)
-        eps = jnp.asarray(label_smoothing, dtype)
-        t = (1 - eps) * t.astype(dtype) + eps / m.class_count(dtype)
-        t = t if m.include is None else jnp.where(m.include, t, 0)
+        t = _smoothed(t, label_smoothing, m, compute_dtype(logits.dtype))
     elif m.include is not None:
         t = jnp.where(m.include, t, 0)
     cross = softmax_parts(m.x, None, t, m.rows).cross  # Σ_c t_c (-log p_c), every term >= 0
@@ -345,13 +393,6 @@ def _log_sigmoid_pair(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
 
 
-def _elementwise(loss: jax.Array, where: ArrayLike | None, reduction: Reduction) -> jax.Array:
-    if where is None:
-        return reduce(loss, reduction)
-    include = _checks.check_broadcastable(where, loss.shape, "where", "logits")
-    return reduce(jnp.where(include, loss, 0), reduction, include)
-
-
 def sigmoid_binary_cross_entropy(
     logits: ArrayLike,
     targets: ArrayLike,
@@ -407,7 +448,7 @@ def sigmoid_binary_cross_entropy(
         pw = _checks.check_broadcastable(pos_weight, y.shape, "pos_weight", "logits")
         pos = pw.astype(y.dtype) * pos
     loss = pos + _xlogy_term(1 - y, -log_not_p)
-    return _elementwise(loss, where, reduction)
+    return reduce_elements(loss, where, reduction)
 
 
 def _clamped_log(p: jax.Array) -> jax.Array:

@@ -13,7 +13,7 @@ from jax.typing import ArrayLike
 from jaxloss import _backend, _checks
 from jaxloss._backend import Rows
 from jaxloss._dtypes import compute_dtype
-from jaxloss._reduction import Reduction
+from jaxloss._reduction import Reduction, reduce
 from jaxloss._softmax import Masked, log_softmax, mask_classes, reduce_examples, softmax_parts
 
 
@@ -235,3 +235,145 @@ def js_divergence(
     axis = _checks.check_axis(axis, p.ndim, "logits_p")
     m_p, m_q = mask_classes(p, axis, where), mask_classes(q, axis, where)
     return reduce_examples(divergence_sum(m_q, m_p, 0.5, "jsd"), m_p, reduction)
+
+
+def kl_divergence_with_log_targets(
+    logits: ArrayLike,
+    log_targets: ArrayLike,
+    *,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "none",
+) -> jax.Array:
+    r"""Kullback–Leibler divergence of ``softmax(logits)`` from a target given by its logarithm.
+
+    .. math::
+        D_{\mathrm{KL}}(y \,\|\, q) = \sum_c e^{\ell_c} (\ell_c - \log q_c),
+        \qquad q = \operatorname{softmax}(x),\ \ell = \log y
+
+    ``kl_divergence`` with ``targets = exp(log_targets)``, without the round trip: a
+    ``-inf`` log-target is a class of zero mass, 0 in the value and in every gradient
+    (:math:`0 \cdot (-\infty)` never forms), and target mass too small for ``exp`` keeps its
+    exact logarithm.
+
+    Args:
+      logits: the model's unnormalised log-probabilities :math:`x`, ``[..., C]`` (normalised
+        inside, as in ``kl_divergence``; log-probabilities pass unchanged).
+      log_targets: the reference log-probabilities :math:`\ell`, same shape, used as given.
+      axis: the class axis.
+      where: boolean, broadcastable to ``logits``: classes to include (targets elsewhere are
+        ignored).
+      reduction: ``"none"``, ``"mean"`` over examples, or ``"sum"``.
+
+    Returns:
+      Per-example divergences (float32 or wider), or a scalar.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxloss
+      >>> log_y = jnp.log(jnp.array([0.5, 0.5, 0.0]))
+      >>> q = jnp.log(jnp.array([0.25, 0.25, 0.5]))
+      >>> print(f"{jaxloss.kl_divergence_with_log_targets(q, log_y):.4f}")
+      0.6931
+    """
+    m, log_q, axis = _log_probs(logits, axis, where)
+    log_y = _checks.check_float(log_targets, "log_targets")
+    _checks.check_same_shape(log_q, log_y, "logits", "log_targets")
+    log_y = log_y.astype(log_q.dtype)
+    if m.include is not None:
+        log_y = jnp.where(m.include, log_y, -jnp.inf)
+    return _per_example(_plogp_ratio(jnp.exp(log_y), log_y, log_q), m, reduction)
+
+
+def generalized_kl_divergence(
+    log_predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "none",
+) -> jax.Array:
+    r"""Generalized KL divergence between non-negative measures (not necessarily normalised).
+
+    .. math::
+        D(y \,\|\, q) = \sum_c \Big[ y_c \log \frac{y_c}{q_c} - y_c + q_c \Big],
+        \qquad q = e^{\ell}
+
+    the Bregman divergence of :math:`x \log x - x`: non-negative, zero iff :math:`q = y`,
+    and the KL divergence when both sum to one. ``log_predictions`` are used as given (no
+    normalisation). A zero target with a ``-inf`` log-prediction contributes 0, value and
+    gradients.
+
+    Args:
+      log_predictions: :math:`\ell = \log q`, ``[..., C]``.
+      targets: non-negative :math:`y`, same shape.
+      axis: the class axis.
+      where: boolean, broadcastable to ``log_predictions``: classes to include.
+      reduction: ``"none"``, ``"mean"`` over examples, or ``"sum"``.
+
+    Returns:
+      Per-example divergences (float32 or wider), or a scalar.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxloss
+      >>> log_q = jnp.log(jnp.array([1.0, 2.0, 0.0]))
+      >>> y = jnp.array([2.0, 2.0, 0.0])
+      >>> print(f"{jaxloss.generalized_kl_divergence(log_q, y):.4f}")
+      0.3863
+
+    References:
+      Bregman, *The relaxation method of finding the common point of convex sets*, USSR
+      Comput. Math. Math. Phys. 7, 1967.
+    """
+    log_q = _checks.check_float(log_predictions, "log_predictions")
+    axis = _checks.check_axis(axis, log_q.ndim, "log_predictions")
+    y = _checks.check_float(targets, "targets")
+    _checks.check_same_shape(log_q, y, "log_predictions", "targets")
+    dtype = compute_dtype(jnp.promote_types(log_q.dtype, y.dtype))
+    log_q, y = log_q.astype(dtype), y.astype(dtype)
+    terms = _plogp_ratio(y, jnp.log(jnp.where(y > 0, y, 1)), log_q) + jnp.exp(log_q) - y
+    if where is not None:
+        terms = jnp.where(
+            _checks.check_broadcastable(where, y.shape, "where", "log_predictions"), terms, 0
+        )
+    return reduce(jnp.sum(terms, axis), reduction)
+
+
+def convex_kl_divergence(
+    log_predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "none",
+) -> jax.Array:
+    r"""The generalized KL divergence under its older optax name.
+
+    .. math::
+        D(y \,\|\, q) = \sum_c \Big[ y_c \log \frac{y_c}{q_c} - y_c + q_c \Big],
+        \qquad q = e^{\ell}
+
+    The same function as ``generalized_kl_divergence`` (optax deprecates this name for that
+    one); see there.
+
+    Args:
+      log_predictions: :math:`\ell = \log q`, ``[..., C]``.
+      targets: non-negative :math:`y`, same shape.
+      axis: the class axis.
+      where: boolean, broadcastable to ``log_predictions``: classes to include.
+      reduction: ``"none"``, ``"mean"`` over examples, or ``"sum"``.
+
+    Returns:
+      Per-example divergences (float32 or wider), or a scalar.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxloss
+      >>> log_q = jnp.log(jnp.array([1.0, 2.0, 0.0]))
+      >>> print(f"{jaxloss.convex_kl_divergence(log_q, jnp.array([2.0, 2.0, 0.0])):.4f}")
+      0.3863
+    """
+    return generalized_kl_divergence(
+        log_predictions, targets, axis=axis, where=where, reduction=reduction
+    )

@@ -99,6 +99,17 @@ def mean(
     return reduce(w.astype(values.dtype) * values, "mean", w)
 
 
+def reduce_elements(
+    loss: jax.Array, where: ArrayLike | None, reduction: Reduction, to: str = "logits"
+) -> jax.Array:
+    """Reduces elementwise losses over the elements that `where` includes (broadcastable to
+    the output `to`); excluded elements are 0 and not counted by "mean"."""
+    if where is None:
+        return reduce(loss, reduction)
+    include = check_broadcastable(where, loss.shape, "where", to)
+    return reduce(jnp.where(include, loss, 0), reduction, include)
+
+
 def reduce(
     loss: jax.Array,
     reduction: Reduction,

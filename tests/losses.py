@@ -37,6 +37,8 @@ NOT_IN_REGISTRY = {
     "rows, not logits with a class axis: its contract (oracles, gradients, reductions, jit, "
     "vmap, dtypes, errors) is tests/test_contrastive.py, sharded in multidevice_cases.py.",
     "sigmoid_contrastive_loss": "as softmax_contrastive_loss: tests/test_contrastive.py.",
+    "smooth_labels": "a transform of target distributions, not a loss: tested against the "
+    "label_smoothing option of softmax_cross_entropy and optax in test_classification.py.",
     "ctc_loss": "frames, their paddings, label sequences and theirs (optax's signature), one "
     "loss per sequence: its contract (oracles, gradients, reductions, jit, vmap, dtypes, "
     "errors) is tests/test_ctc.py.",
@@ -47,11 +49,17 @@ class Case(NamedTuple):
     name: str  # the public function, then [variant]
     fn: Callable[..., jax.Array]
     # The second argument: "probs" (softmax rows), "binary" (elementwise in [0, 1]), "labels",
-    # "logits" (of a second distribution), or "none" (entropy takes one).
+    # "logits" (of a second distribution, or regression targets), "log_probs" (normalised),
+    # "signs" (elementwise in {-1, +1}), "bits" (elementwise in {0, 1}), or "none" (entropy
+    # takes one).
     target: str
-    per: str  # "example" (class axis reduced) or "element"
+    # "example" (class axis reduced), "element", or "class" (per leading index and class: the
+    # axes between the first and the last are summed, as Dice does over pixels)
+    per: str
     kwargs: dict  # options; "w" and "mask" are made by `inputs` (see there)
-    x: str = "logits"  # the first argument: "logits", "probs" (sigmoid) or "log_probs"
+    # The first argument: "logits", "probs" (sigmoid), "log_probs", or "predictions" (real
+    # values that are not logits: regression outputs, vectors).
+    x: str = "logits"
     reduction: bool = True  # takes reduction="none" | "mean" | "sum"
     # Takes axis= (the class axis anywhere). False: no class axis (elementwise losses), or
     # classes last by definition (hidden @ weight; the shard_map split of the vocabulary).
@@ -63,6 +71,8 @@ class Case(NamedTuple):
     # With logit_soft_cap, the capped logits keep the logits' dtype (rounded once, no float32
     # copy). False: the fused losses cap each float32 chunk of hidden @ weight.
     cap_in_dtype: bool = True
+    # The loss is >= 0 (False: a similarity, in [-1, 1]).
+    nonnegative: bool = True
 
     @property
     def public(self) -> str:
@@ -303,6 +313,77 @@ CASES = [
         {**CE_OPTIONS, "chunk_size": 2},
         **{**FUSED, **SHARDED},
     ),
+    # Margins.
+    Case("hinge_loss", jaxloss.hinge_loss, "signs", "element", {}, axis=False),
+    Case("hinge_loss[{0, 1}]", jaxloss.hinge_loss, "bits", "element", {}, axis=False),
+    Case("perceptron_loss", jaxloss.perceptron_loss, "signs", "element", {}, axis=False),
+    _labels("multiclass_hinge_loss", jaxloss.multiclass_hinge_loss, {}),
+    _labels("multiclass_hinge_loss[where]", jaxloss.multiclass_hinge_loss, {"where": "mask"}),
+    _labels("multiclass_perceptron_loss", jaxloss.multiclass_perceptron_loss, {}),
+    # Ranking: graded relevance in [0, 1] here, a list per row.
+    Case("ranking_softmax_loss", jaxloss.ranking_softmax_loss, "binary", "example", {}),
+    Case(
+        "ranking_softmax_loss[where, weights]",
+        jaxloss.ranking_softmax_loss,
+        "binary",
+        "example",
+        {"where": "mask", "weights": "w"},
+    ),
+    # Divergences on log-targets and on unnormalised measures.
+    Case(
+        "kl_divergence_with_log_targets",
+        jaxloss.kl_divergence_with_log_targets,
+        "log_probs",
+        "example",
+        {},
+    ),
+    Case(
+        "generalized_kl_divergence",
+        jaxloss.generalized_kl_divergence,
+        "binary",
+        "example",
+        {},
+        x="log_probs",
+    ),
+    Case(
+        "convex_kl_divergence[where]",
+        jaxloss.convex_kl_divergence,
+        "binary",
+        "example",
+        {"where": "mask"},
+        x="log_probs",
+    ),
+    # Regression.
+    *(
+        Case(name, getattr(jaxloss, name), "logits", "element", {}, x="predictions", axis=False)
+        for name in ("squared_error", "l2_loss", "log_cosh")
+    ),
+    Case(
+        "huber_loss",
+        jaxloss.huber_loss,
+        "logits",
+        "element",
+        {"delta": 0.7},
+        x="predictions",
+        axis=False,
+    ),
+    Case(
+        "cosine_similarity",
+        jaxloss.cosine_similarity,
+        "logits",
+        "example",
+        {},
+        x="predictions",
+        nonnegative=False,
+    ),
+    Case(
+        "cosine_distance[where]",
+        jaxloss.cosine_distance,
+        "logits",
+        "example",
+        {"where": "mask"},
+        x="predictions",
+    ),
 ]
 
 
@@ -335,6 +416,13 @@ def inputs(case: Case, logits: np.ndarray, rng: np.random.Generator, dtype=jnp.f
         return (x, jnp.asarray(labels)), kwargs
     if case.target == "logits":
         return (x, jnp.asarray(rng.normal(size=logits.shape) * 2, dtype)), kwargs
+    if case.target == "log_probs":
+        t = rng.normal(size=logits.shape) * 2
+        t = t - np.log(np.exp(t).sum(-1, keepdims=True))
+        return (x, jnp.asarray(t, dtype)), kwargs
+    if case.target in ("signs", "bits"):
+        bits = rng.integers(0, 2, logits.shape)
+        return (x, jnp.asarray(2 * bits - 1 if case.target == "signs" else bits, dtype)), kwargs
     return (x,), kwargs
 
 
