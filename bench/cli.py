@@ -31,7 +31,11 @@ quality: one small MLP (optax Adam, jit-compiled step, fixed seeds) trained on s
   trained with softmax_contrastive_loss or sigmoid_contrastive_loss (learned scale and bias),
   test recall@1 and @5 both ways among the 450 test digits, the learned temperature; then
   CTC: strips of 3-6 digits read column by column by an MLP trained with ctc_loss, sequence
-  accuracy and character error rate of greedy decoding on strips of test digits.
+  accuracy and character error rate of greedy decoding on strips of test digits; then sparse
+  outputs and margins: the MLP trained with softmax CE, multiclass_sparsemax_loss,
+  entmax15_loss and multiclass_hinge_loss (test accuracy, NLL of the test labels under each
+  model's own output where finite and the share of labels given probability 0, NLL under
+  softmax of the logits, non-zero outputs per digit; mean and std over 3 seeds, 5 with --full).
   Files: quality.json, quality.md, learning_curves.png, reliability.png, grad_norms.png.
 
 speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs a copy of
@@ -47,9 +51,10 @@ speed: integer-label cross-entropy, jaxloss vs optax vs torch F.cross_entropy vs
 sizes: the quick default takes about four minutes on 2 CPU cores (speed: N x V up to
   2048 x 32768; fused N=2048, D=256, V=8192; contrastive B up to 4096, memory at 16384; CTC
   at both shapes; quality: 30 epochs, one seed; distillation: teacher 30 epochs, students
-  100, 3 seeds; retrieval: 60 epochs, 3 seeds; CTC strips: 30 epochs, one seed). --full
-  trains 100 epochs over 3 seeds (distillation: students 200 epochs, 5 seeds; retrieval 120
-  epochs, 5 seeds; strips 60 epochs, 3 seeds) and times (8192, 1000), (2048, 32768),
+  100, 3 seeds; retrieval: 60 epochs, 3 seeds; CTC strips: 30 epochs, one seed; sparse
+  outputs: 30 epochs, 3 seeds). --full trains 100 epochs over 3 seeds (distillation: students
+  200 epochs, 5 seeds; retrieval 120 epochs, 5 seeds; strips 60 epochs, 3 seeds; sparse
+  outputs 100 epochs, 5 seeds) and times (8192, 1000), (2048, 32768),
   (512, 131072), (4096, 32768), the fused N=8192, D=256, V=32768 and the contrastive B up
   to 8192 (memory to 32768): over 10 minutes and 5 GB of memory.
 

@@ -43,6 +43,9 @@ class QualityConfig:
     strips_learning_rate: float = 3e-3
     strips_epochs: int = 30
     strips_seeds: tuple[int, ...] = (0,)
+    # Sparse outputs and margins: the MLP (`hidden`) with CE, sparsemax, 1.5-entmax and hinge.
+    sparse_epochs: int = 30
+    sparse_seeds: tuple[int, ...] = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ PRESETS = {
             strips_train=128,
             strips_test=64,
             strips_epochs=2,
+            sparse_epochs=2,
+            sparse_seeds=(0,),
         ),
         SpeedConfig(
             ce_shapes=((128, 512),),
@@ -113,6 +118,8 @@ PRESETS = {
             retrieval_seeds=tuple(range(5)),
             strips_epochs=60,
             strips_seeds=(0, 1, 2),
+            sparse_epochs=100,
+            sparse_seeds=tuple(range(5)),
         ),
         SpeedConfig(
             ce_shapes=((8192, 1000), (2048, 32768), (512, 131072), (4096, 32768)),

@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 import jaxloss
-from bench import distillation, metrics, mlp, multilabel, retrieval, strips
+from bench import distillation, metrics, mlp, multilabel, retrieval, sparse_outputs, strips
 from bench.config import QualityConfig
 
 # Summary keys that are a mean over seeds, with their standard deviation beside them.
@@ -171,12 +171,13 @@ def _grad_comparison(bce: dict, mse: dict) -> dict[str, float]:
 
 def _train_all(
     pairs: list[Pairing], cfg: QualityConfig, data: dict, progress: bool
-) -> tuple[dict, dict, dict, dict, dict]:
+) -> tuple[dict, dict, dict, dict, dict, dict]:
     """Every seed of every pairing, keyed by pairing key, and the records of the multi-label
-    models, distillation, retrieval and the CTC strips."""
+    models, distillation, retrieval, the CTC strips and the sparse outputs and margins."""
     n_models = len(pairs) + len(multilabel.MODELS)
     total = n_models * len(cfg.seeds) * cfg.epochs + distillation.epochs_total(cfg)
     total += retrieval.epochs_total(cfg) + strips.epochs_total(cfg)
+    total += sparse_outputs.epochs_total(cfg)
     bar = tqdm(total=total, desc="quality", unit="epoch", disable=not progress, file=sys.stderr)
     with bar:
         trained = {p.key: [_train_pairing(p, cfg, s, data, bar) for s in cfg.seeds] for p in pairs}
@@ -184,7 +185,8 @@ def _train_all(
         distil = distillation.run(cfg, data, bar)
         pairs_of_halves = retrieval.run(cfg, data, bar)
         reading = strips.run(cfg, data, bar)
-    return trained, multi, distil, pairs_of_halves, reading
+        sparse = sparse_outputs.run(cfg, data, bar)
+    return trained, multi, distil, pairs_of_halves, reading, sparse
 
 
 def run(cfg: QualityConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -197,7 +199,7 @@ def run(cfg: QualityConfig, *, progress: bool = True) -> dict[str, Any]:
     """
     data = load_data(cfg)
     pairs = pairings(cfg)
-    trained, multi, distil, halves, reading = _train_all(pairs, cfg, data, progress)
+    trained, multi, distil, halves, reading, sparse = _train_all(pairs, cfg, data, progress)
     rows = []
     for p in pairs:
         runs = [t["run"] for t in trained[p.key]]
@@ -219,4 +221,5 @@ def run(cfg: QualityConfig, *, progress: bool = True) -> dict[str, Any]:
         "distillation": distil,
         "retrieval": halves,
         "strips": reading,
+        "sparse_outputs": sparse,
     }

@@ -125,6 +125,7 @@ def quality_markdown(records: Record, env: Record) -> str:
         _students_caption(records) + "\n\n" + _students_table(records["distillation"]),
         _retrieval_caption(records) + "\n\n" + _retrieval_table(records["retrieval"]),
         _strips_line(records),
+        _sparse_caption(records, env) + "\n\n" + _sparse_table(records["sparse_outputs"]),
         QUALITY_NOTES.format(bins=cfg["ece_bins"]),
     ]
     return _part("quality", sections, records, env)
@@ -293,6 +294,40 @@ def _strips_line(records: Record) -> str:
         f"{spread('sequence_accuracy')}** of the strips exactly, with a character error rate "
         f"of **{fmt(m['character_error_rate'])}{spread('character_error_rate')}** ({over})."
     )
+
+
+def _sparse_caption(records: Record, env: Record) -> str:
+    cfg, data, r = records["config"], records["data"], records["sparse_outputs"]
+    seeds = tuple(cfg["sparse_seeds"])
+    over = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {seeds}"
+    return (
+        "Sparse outputs and margins: the pairings' ReLU MLP "
+        f"{_layers(data['x_train'][1], cfg['hidden'])} on digits ({r['train_size']} train / "
+        f"{r['test_size']} test), its initial weights and batch order fixed by the seed as "
+        f"there, trained {cfg['sparse_epochs']} epochs with "
+        "`softmax_cross_entropy_with_integer_labels`, "
+        "`multiclass_sparsemax_loss`, `entmax15_loss` (Fenchel-Young losses: gradient p - e_y "
+        "with p = sparsemax or 1.5-entmax of the logits, probabilities that can be exactly 0) "
+        f"or `multiclass_hinge_loss` (Crammer-Singer, margin 1); {over}; measured on "
+        f"{env['cpu']}, {env['cores']} cores, {env['jax_backend']}. Own NLL: -log p(label) "
+        "under the model's own output (softmax, sparsemax, 1.5-entmax), over the test digits "
+        "whose label gets p > 0; it is +inf on the others, whose share is p(label) = 0. "
+        "Softmax NLL: under softmax of the same logits, for every model (for all but CE a "
+        "reading of the logits, not the output the loss trains). Non-zeros: classes with "
+        "p > 0 per test digit, of 10. The hinge has no probabilities (-)."
+    )
+
+
+def _sparse_table(r: Record) -> str:
+    columns: Columns = {
+        "loss": _col("name", str),
+        "test acc": _mean_std("test_accuracy"),
+        "own NLL (p > 0)": _mean_std("own_nll"),
+        "p(label) = 0": _mean_std("label_zero_fraction"),
+        "softmax NLL": _mean_std("softmax_nll"),
+        "non-zeros": _mean_std("nonzeros"),
+    }
+    return table(r["models"], columns)
 
 
 # Part 2: speed.

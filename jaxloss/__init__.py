@@ -29,6 +29,11 @@ from jaxloss._margins import hinge_loss as hinge_loss
 from jaxloss._margins import multiclass_hinge_loss as multiclass_hinge_loss
 from jaxloss._margins import multiclass_perceptron_loss as multiclass_perceptron_loss
 from jaxloss._margins import perceptron_loss as perceptron_loss
+from jaxloss._metric import ntxent as ntxent
+from jaxloss._metric import triplet_margin_loss as triplet_margin_loss
+from jaxloss._overlap import binary_dice_loss as binary_dice_loss
+from jaxloss._overlap import dice_loss as dice_loss
+from jaxloss._overlap import multiclass_generalized_dice_loss as multiclass_generalized_dice_loss
 from jaxloss._parallel import (
     vocab_parallel_linear_softmax_cross_entropy as vocab_parallel_linear_softmax_cross_entropy,
 )
@@ -43,6 +48,12 @@ from jaxloss._regression import huber_loss as huber_loss
 from jaxloss._regression import l2_loss as l2_loss
 from jaxloss._regression import log_cosh as log_cosh
 from jaxloss._regression import squared_error as squared_error
+from jaxloss._sparse import entmax15 as entmax15
+from jaxloss._sparse import entmax15_loss as entmax15_loss
+from jaxloss._sparse import make_fenchel_young_loss as make_fenchel_young_loss
+from jaxloss._sparse import multiclass_sparsemax_loss as multiclass_sparsemax_loss
+from jaxloss._sparse import sparsemax as sparsemax
+from jaxloss._sparse import sparsemax_loss as sparsemax_loss
 
 try:
     __version__ = _metadata.version("jaxloss")

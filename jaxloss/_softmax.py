@@ -193,10 +193,14 @@ def mask_classes(
 
 def log_softmax(m: Masked) -> jax.Array:
     """log p = x - s - log Z, in the compute dtype."""
-    if m.x.shape[m.rows.axis] == 0:  # no class: nothing to normalise
-        return m.x.astype(compute_dtype(m.x.dtype))
-    s, log_z, _, _ = softmax_parts(m.x, None, None, m.rows)
-    return m.x.astype(s.dtype) - s - log_z
+    # One conversion ahead of both uses of x: the two terms of its gradient (g and -p Σg)
+    # nearly cancel, so they must meet in the compute dtype and be rounded once, not each.
+    # The output is a compute-dtype array of x's shape anyway, so this stores nothing more.
+    x = m.x.astype(compute_dtype(m.x.dtype))
+    if x.shape[m.rows.axis] == 0:  # no class: nothing to normalise
+        return x
+    s, log_z, _, _ = softmax_parts(x, None, None, m.rows)
+    return x - s - log_z
 
 
 def reduce_examples(loss: jax.Array, m: Masked, reduction: Reduction) -> jax.Array:

@@ -39,6 +39,23 @@ NOT_IN_REGISTRY = {
     "sigmoid_contrastive_loss": "as softmax_contrastive_loss: tests/test_contrastive.py.",
     "smooth_labels": "a transform of target distributions, not a loss: tested against the "
     "label_smoothing option of softmax_cross_entropy and optax in test_classification.py.",
+    "binary_dice_loss": "one loss per image of [batch, pixels...] (the pixels summed), not a "
+    "class axis: its contract (oracle, gradients, reductions, jit, vmap, dtypes, errors) is "
+    "tests/test_overlap.py; dice_loss, which it calls, is in the registry.",
+    "multiclass_generalized_dice_loss": "its class weights come from the target frequencies of "
+    "the whole batch, so one example's loss depends on the others (vmap of one example is not "
+    "the batch): tests/test_overlap.py, against a float64 oracle and optax.",
+    "ntxent": "one scalar over a batch of embeddings (the mean over its positive pairs), no "
+    "class axis and no reduction: tests/test_metric.py (oracles, gradients, chunking, memory, "
+    "dtypes, errors).",
+    "triplet_margin_loss": "three batches of embeddings (anchors, positives, negatives): "
+    "tests/test_metric.py.",
+    "sparsemax": "a mapping of logits to probabilities (the simplex projection), not a loss: "
+    "tests/test_sparse.py (sort and brute-force oracles, Jacobian, jit, vmap, dtypes).",
+    "entmax15": "a mapping of logits to probabilities, not a loss: tests/test_sparse.py "
+    "(bisection oracle, PyTorch entmax, Jacobian, dtypes).",
+    "make_fenchel_young_loss": "makes a loss from a max function: tests/test_sparse.py (with "
+    "logsumexp it is softmax cross-entropy; against optax).",
     "ctc_loss": "frames, their paddings, label sequences and theirs (optax's signature), one "
     "loss per sequence: its contract (oracles, gradients, reductions, jit, vmap, dtypes, "
     "errors) is tests/test_ctc.py.",
@@ -80,7 +97,10 @@ class Case(NamedTuple):
 
     @property
     def weighted(self) -> bool:
-        """Its "mean" divides by the summed weight of the kept labels (PyTorch's definition)."""
+        """Its "mean" divides by the summed weight of the kept labels (PyTorch's definition).
+        Dice's class weights scale its per-class losses, and its mean is the plain one."""
+        if self.per == "class":
+            return False
         return "ignore_index" in self.kwargs or "class_weights" in self.kwargs
 
     @property
@@ -313,6 +333,14 @@ CASES = [
         {**CE_OPTIONS, "chunk_size": 2},
         **{**FUSED, **SHARDED},
     ),
+    # Sparse outputs: Fenchel-Young losses of sparsemax and 1.5-entmax, optax's binary one.
+    Case("sparsemax_loss", jaxloss.sparsemax_loss, "bits", "element", {}, axis=False),
+    _labels("multiclass_sparsemax_loss", jaxloss.multiclass_sparsemax_loss, {}),
+    _labels(
+        "multiclass_sparsemax_loss[where]", jaxloss.multiclass_sparsemax_loss, {"where": "mask"}
+    ),
+    _labels("entmax15_loss", jaxloss.entmax15_loss, {}),
+    _labels("entmax15_loss[where]", jaxloss.entmax15_loss, {"where": "mask"}),
     # Margins.
     Case("hinge_loss", jaxloss.hinge_loss, "signs", "element", {}, axis=False),
     Case("hinge_loss[{0, 1}]", jaxloss.hinge_loss, "bits", "element", {}, axis=False),
@@ -352,6 +380,16 @@ CASES = [
         "example",
         {"where": "mask"},
         x="log_probs",
+    ),
+    # Overlap: per leading index and class, summed over the axes between.
+    Case("dice_loss", jaxloss.dice_loss, "binary", "class", {}, axis=False),
+    Case(
+        "dice_loss[tversky, class_weights, smooth]",
+        jaxloss.dice_loss,
+        "binary",
+        "class",
+        {"alpha": 0.7, "beta": 0.3, "class_weights": "w", "smooth": 0.5},
+        axis=False,
     ),
     # Regression.
     *(

@@ -205,3 +205,223 @@ def ctc_by_enumeration(logits, labels, blank=0):
         if [s for s in merged if s != blank] == list(labels):
             total = np.logaddexp(total, sum(logp[t, s] for t, s in enumerate(path)))
     return -total
+
+
+# ---- overlap (Dice)
+
+
+def dice_probabilities(logits):
+    """softmax over the last axis, the sigmoid when there is one class (float64)."""
+    x = np.asarray(logits, np.float64)
+    if x.shape[-1] == 1:
+        return 1 / (1 + np.exp(-x))
+    return np.exp(log_softmax(x, axis=-1))
+
+
+def dice(probs, targets, axis, smooth=1.0, alpha=0.5, beta=0.5, class_weights=None):
+    """w_c (1 - (I + s) / (I + α(P - I) + β(T - I) + s)) per class, summed over `axis`; the
+    coefficient is 1 where the denominator is 0."""
+    p, t = np.asarray(probs, np.float64), np.asarray(targets, np.float64)
+    inter, pred, true = np.sum(p * t, axis), np.sum(p, axis), np.sum(t, axis)
+    den = inter + alpha * (pred - inter) + beta * (true - inter) + smooth
+    coeff = (inter + smooth) / np.where(den == 0, 1.0, den)
+    loss = 1 - np.where(den == 0, 1.0, coeff)
+    return loss if class_weights is None else loss * np.asarray(class_weights, np.float64)
+
+
+def generalized_dice_weights(targets):
+    """Sudre et al.'s 1 / (f_c² + 1e-7), f_c = Σ of targets over all axes but the last,
+    normalised to sum to C (optax's)."""
+    t = np.asarray(targets, np.float64)
+    f = np.sum(t, axis=tuple(range(t.ndim - 1)))
+    w = 1 / (f**2 + 1e-7)
+    return w / np.sum(w) * len(w)
+
+
+def sudre_generalized_dice(probs, targets, axis):
+    """Sudre et al.'s loss, 1 - 2 Σ_c w_c I_c / Σ_c w_c (P_c + T_c), w_c = 1 / T_c²."""
+    p, t = np.asarray(probs, np.float64), np.asarray(targets, np.float64)
+    w = 1 / np.sum(t, axis) ** 2
+    return 1 - 2 * np.sum(w * np.sum(p * t, axis), -1) / np.sum(w * np.sum(p + t, axis), -1)
+
+
+# ---- sparse outputs
+
+
+def along(fn, z, axis=-1):
+    """A one-row oracle `fn` applied to every row of `z` along `axis`."""
+    x = _move(z, axis)
+    out = np.zeros_like(x)
+    for idx in np.ndindex(x.shape[:-1]):
+        out[idx] = fn(x[idx])
+    return np.moveaxis(out, -1, axis)
+
+
+def sparsemax_sort(z):
+    """Sparsemax of one row by the sort formula (Martins & Astudillo 2016, Alg. 1): the
+    support is the largest k with 1 + k u_k > sum_{j<=k} u_j, u sorted in decreasing order."""
+    z = np.asarray(z, np.float64)
+    u = np.sort(z)[::-1]
+    k = np.arange(1, len(z) + 1)
+    cum = np.cumsum(u)
+    size = k[1 + k * u > cum].max()
+    return np.maximum(z - (cum[size - 1] - 1) / size, 0)
+
+
+def sparsemax_by_supports(z):
+    """Sparsemax of one (short) row as the QP min ||p - z||^2 over the simplex, by brute
+    force: on each face {p_j = 0 off S}, the closest point of sum p = 1 is z_S - tau; keep the
+    feasible one closest to z."""
+    import itertools
+
+    z = np.asarray(z, np.float64)
+    best, best_dist = None, np.inf
+    for size in range(1, len(z) + 1):
+        for support in itertools.combinations(range(len(z)), size):
+            s = list(support)
+            p = np.zeros_like(z)
+            p[s] = z[s] - (z[s].sum() - 1) / size
+            if (p >= 0).all() and np.sum((p - z) ** 2) < best_dist:
+                best, best_dist = p, np.sum((p - z) ** 2)
+    return best
+
+
+def entmax_bisect(z, alpha):
+    """Tsallis alpha-entmax of one row (alpha > 1) from its optimality conditions,
+    p_i = max((alpha - 1) z_i - tau, 0)^(1 / (alpha - 1)) with sum p = 1, by bisection on
+    tau in [(alpha - 1) max z - 1, (alpha - 1) max z]. -inf entries get 0."""
+    z = np.asarray(z, np.float64)
+    s = (alpha - 1) * z
+
+    def probs(tau):
+        return np.where(s > tau, np.maximum(s - tau, 0) ** (1 / (alpha - 1)), 0.0)
+
+    lo, hi = s.max() - 1, s.max()
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if probs(mid).sum() > 1 else (lo, mid)
+    return probs((lo + hi) / 2)
+
+
+def tsallis_entropy(p, alpha):
+    """H_alpha(p) = (1 - sum p^alpha) / (alpha (alpha - 1))."""
+    return (1 - np.sum(np.asarray(p, np.float64) ** alpha)) / (alpha * (alpha - 1))
+
+
+def entmax_loss(z, label, alpha):
+    """Fenchel-Young loss of one row, <p, z> + H_alpha(p) - z_label with p = alpha-entmax(z)
+    (2: the sparsemax loss, 1.5: the 1.5-entmax loss)."""
+    z = np.asarray(z, np.float64)
+    p = entmax_bisect(z, alpha)
+    return np.sum(p[p > 0] * z[p > 0]) + tsallis_entropy(p, alpha) - z[label]
+
+
+def binary_sparsemax_loss(x, y):
+    """The binary sparsemax loss of one score: the sparsemax loss of the two scores
+    (x/2, -x/2) with label 0 for y = 1 and 1 for y = 0."""
+    return entmax_loss([x / 2, -x / 2], 0 if y else 1, 2.0)
+
+
+def jacobian_by_differences(fn, z, h=1e-6):
+    """d fn(z) / dz of a row function, by central differences in float64: [out, in]."""
+    z = np.asarray(z, np.float64)
+    cols = []
+    for i in range(len(z)):
+        e = np.zeros_like(z)
+        e[i] = h
+        cols.append((np.asarray(fn(z + e)) - np.asarray(fn(z - e))) / (2 * h))
+    return np.stack(cols, axis=-1)
+
+
+# ---- margins, ranking, log-target divergences, regression
+
+
+def hinge(scores, signs, margin=1.0):
+    s, y = np.asarray(scores, np.float64), np.asarray(signs, np.float64)
+    return np.maximum(0.0, margin - y * s)
+
+
+def multiclass_hinge(scores, labels, margin=1.0):
+    """max over c != y of (margin + s_c - s_y), and 0: Crammer and Singer's definition."""
+    s = np.asarray(scores, np.float64)
+    out = np.zeros(np.shape(labels))
+    for idx in np.ndindex(out.shape):
+        row, y = s[idx], int(labels[idx])
+        out[idx] = max([0.0] + [margin + row[c] - row[y] for c in range(row.size) if c != y])
+    return out
+
+
+def ranking_softmax(scores, relevance, valid=None):
+    s, y = np.asarray(scores, np.float64), np.asarray(relevance, np.float64)
+    out = np.zeros(s.shape[:-1])
+    for idx in np.ndindex(out.shape):
+        keep = np.ones(s.shape[-1], bool) if valid is None else np.asarray(valid[idx], bool)
+        if keep.any():
+            logp = s[idx][keep] - logsumexp(s[idx][keep])
+            out[idx] = -np.sum(y[idx][keep] * logp)
+    return out
+
+
+def kl_log_targets(log_q, log_p):
+    """KL(p || q) from the logarithms of both, 0 log 0 = 0."""
+    lq, lp = np.asarray(log_q, np.float64), np.asarray(log_p, np.float64)
+    p = np.exp(lp)
+    return np.sum(np.where(p > 0, p * (np.where(p > 0, lp, 0) - lq), 0), axis=-1)
+
+
+def generalized_kl(log_q, y):
+    lq, y = np.asarray(log_q, np.float64), np.asarray(y, np.float64)
+    return np.sum(xlogy(y, y) - y * np.where(y > 0, lq, 0) - y + np.exp(lq), axis=-1)
+
+
+def huber(e, delta=1.0):
+    a = np.abs(np.asarray(e, np.float64))
+    return np.where(a <= delta, 0.5 * a**2, delta * (a - 0.5 * delta))
+
+
+def log_cosh(e):
+    """log cosh from cosh itself, in 40-digit arithmetic, rounded once to float64."""
+    import mpmath
+
+    with mpmath.workdps(40):
+        return np.vectorize(lambda x: float(mpmath.log(mpmath.cosh(mpmath.mpf(float(x))))))(
+            np.asarray(e, np.float64)
+        )
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return np.where(norms > 0, np.sum(a * b, -1) / np.where(norms > 0, norms, 1), 0.0)
+
+
+# ---- metric learning
+
+
+def ntxent(embeddings, labels, temperature=0.07, eps=2.0**-52):
+    """NT-Xent as a loop over the positive pairs (i, j), i ≠ j, y_i = y_j: the mean of
+    -s_ij + log(e^{s_ij} + Σ_{k: y_k ≠ y_i} e^{s_ik}), s = cosine / τ (norms at least
+    sqrt(eps), the float64 machine epsilon by default); 0 without pairs."""
+    x = np.asarray(embeddings, np.float64)
+    y = np.asarray(labels)
+    u = x / np.sqrt(np.maximum(np.sum(x * x, axis=1, keepdims=True), eps))
+    s = u @ u.T / float(temperature)
+    total, count = 0.0, 0
+    for i in range(len(x)):
+        negatives = [s[i, k] for k in range(len(x)) if y[k] != y[i]]
+        for j in range(len(x)):
+            if j != i and y[j] == y[i]:
+                total += logsumexp([s[i, j], *negatives]) - s[i, j]
+                count += 1
+    return total / count if count else 0.0
+
+
+def triplet_margin(anchors, positives, negatives, axis=-1, norm_degree=2, margin=1.0, eps=1e-6):
+    """max(d(a, p) - d(a, n) + margin, 0), d(a, x) = (Σ |a - x|^k + eps)^{1/k} along `axis`."""
+    a = np.asarray(anchors, np.float64)
+
+    def d(x):
+        gap = np.abs(a - np.asarray(x, np.float64))
+        return (np.sum(gap**norm_degree, axis=axis) + eps) ** (1 / norm_degree)
+
+    return np.maximum(d(positives) - d(negatives) + margin, 0.0)

@@ -103,6 +103,52 @@ def test_quality(tmp_path):
     _check_distillation(res, stdout)
     _check_retrieval(res, stdout)
     _check_strips(res, stdout)
+    _check_sparse_outputs(res, stdout)
+
+
+def _check_sparse_outputs(res: dict, stdout: str) -> None:
+    from bench import sparse_outputs
+
+    r, cfg = res["sparse_outputs"], res["config"]
+    assert [m["key"] for m in r["models"]] == ["ce", "sparsemax", "entmax15", "hinge"]
+    assert r["test_size"] == res["data"]["x_test"][0]
+    keys = {"key", "name", "runs"} | {k + s for k in sparse_outputs.KEYS for s in ("", "_std")}
+    for m in r["models"]:
+        assert keys <= set(m), keys - set(m)
+        assert [x["seed"] for x in m["runs"]] == cfg["sparse_seeds"]
+        assert 0 <= m["test_accuracy"] <= 1 and m["softmax_nll"] > 0
+        has_probabilities = m["key"] != "hinge"
+        for key in ("own_nll", "label_zero_fraction", "nonzeros"):
+            assert (m[key] is not None) == has_probabilities, (m["key"], key)
+        if not has_probabilities:
+            continue
+        assert 1 <= m["nonzeros"] <= 10 and 0 <= m["label_zero_fraction"] <= 1
+        assert m["own_nll"] is None or m["own_nll"] >= 0
+        np.testing.assert_allclose(m["nonzeros"], np.mean([x["nonzeros"] for x in m["runs"]]))
+    ce = r["models"][0]
+    # Softmax: every class non-zero, no label at 0, its own NLL the softmax NLL.
+    assert ce["nonzeros"] == 10 and ce["label_zero_fraction"] == 0
+    np.testing.assert_allclose(ce["own_nll"], ce["softmax_nll"], rtol=1e-6)
+    # The same network, seed, batches and epochs as pairing 1: the same model.
+    pairing = next(p for p in res["pairings"] if p["key"] == "ce")
+    if cfg["sparse_epochs"] == cfg["epochs"] and cfg["sparse_seeds"][0] == cfg["seeds"][0]:
+        assert ce["runs"][0]["test_accuracy"] == pairing["runs"][0]["test_accuracy"]
+    assert "Sparse outputs and margins" in stdout
+
+
+def test_sparse_output_scores_by_hand():
+    from bench import sparse_outputs
+
+    by_key = {m.key: m for m in sparse_outputs.models()}
+    logits = np.array([[3.0, 0.0, -1.0, 0, 0, 0, 0, 0, 0, 0], [1.0, 0.9, 0, 0, 0, 0, 0, 0, 0, 0]])
+    labels = np.array([0, 2])
+    s = sparse_outputs.scores(by_key["sparsemax"], logits.astype(np.float32), labels)
+    # Row 0: sparsemax is one-hot on class 0 (p = 1); row 1: p = (0.55, 0.45, 0, ...), so the
+    # label 2 gets 0.
+    assert s["test_accuracy"] == 0.5 and s["label_zero_fraction"] == 0.5
+    assert s["nonzeros"] == 1.5 and s["own_nll"] == 0.0
+    h = sparse_outputs.scores(by_key["hinge"], logits.astype(np.float32), labels)
+    assert h["own_nll"] is None and h["nonzeros"] is None and h["softmax_nll"] > 0
 
 
 def _check_strips(res: dict, stdout: str) -> None:

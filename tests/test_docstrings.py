@@ -14,10 +14,13 @@ from jaxloss import (
     _divergence,
     _large_vocab,
     _margins,
+    _metric,
+    _overlap,
     _parallel,
     _ranking,
     _reduction,
     _regression,
+    _sparse,
 )
 
 PUBLIC = sorted(n for n in dir(jaxloss) if not n.startswith("_") and callable(getattr(jaxloss, n)))
@@ -34,8 +37,11 @@ PUBLIC = sorted(n for n in dir(jaxloss) if not n.startswith("_") and callable(ge
         _large_vocab,
         _parallel,
         _margins,
+        _metric,
+        _overlap,
         _ranking,
         _regression,
+        _sparse,
     ],
 )
 def test_doctests(module):

@@ -47,6 +47,7 @@ def test_notebooks_exist() -> None:
         "04_distillation.ipynb",
         "05_contrastive_learning.ipynb",
         "06_ctc_digit_strips.ipynb",
+        "07_sparse_outputs_and_margins.ipynb",
     } <= names
 
 

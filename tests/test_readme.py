@@ -30,3 +30,12 @@ def test_readme_commands_match_ci():
     assert "python -m bench" in README
     test_command = re.search(r"pip install -e \"\.\[dev\]\" && (pytest[^\n]*)", README).group(1)
     assert test_command.strip() in ci.splitlines()
+
+
+def test_the_table_of_losses_names_every_public_function():
+    import jaxloss
+
+    table = README.split("## The losses", 1)[1].split("\n## ", 1)[0]
+    public = [n for n in dir(jaxloss) if not n.startswith("_") and callable(getattr(jaxloss, n))]
+    missing = [n for n in public if f"`{n}(" not in table]
+    assert not missing, f"add rows for {missing} to the README's table of losses"
