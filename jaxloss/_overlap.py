@@ -103,7 +103,8 @@ def _check_probabilities(p: jax.Array) -> None:
     sums = jnp.sum(p, axis=-1, dtype=compute_dtype(p.dtype))
     if not float(jnp.max(jnp.abs(sums - 1))) <= tol:
         raise ValueError(
-            "predictions must be probability rows that sum to 1 along the class axis when "
+            "predictions must be valid probability distributions (rows that sum to 1 along the "
+            "class axis) when "
             f"apply_softmax is False; their sums lie in [{float(jnp.min(sums)):.6g}, "
             f"{float(jnp.max(sums)):.6g}]"
         )
