@@ -40,7 +40,7 @@ def smooth_labels(
     r"""Label smoothing of target distributions: a mix with the uniform distribution.
 
     .. math::
-        y \leftarrow (1 - lpha)\, y + lpha / C
+        y \leftarrow (1 - \alpha)\, y + \alpha / C
 
     over the :math:`C` included classes; excluded classes get 0, so a smoothed row still
     sums to one. ``softmax_cross_entropy(x, smooth_labels(y, a))`` equals

@@ -308,7 +308,8 @@ def generalized_kl_divergence(
       log_predictions: :math:`\ell = \log q`, ``[..., C]``.
       targets: non-negative :math:`y`, same shape.
       axis: the class axis.
-      where: boolean, broadcastable to ``log_predictions``: classes to include.
+      where: boolean, broadcastable to ``log_predictions``: classes to include (an example
+        with none is 0 and not counted by ``"mean"``).
       reduction: ``"none"``, ``"mean"`` over examples, or ``"sum"``.
 
     Returns:
@@ -332,12 +333,17 @@ def generalized_kl_divergence(
     _checks.check_same_shape(log_q, y, "log_predictions", "targets")
     dtype = compute_dtype(jnp.promote_types(log_q.dtype, y.dtype))
     log_q, y = log_q.astype(dtype), y.astype(dtype)
-    terms = _plogp_ratio(y, jnp.log(jnp.where(y > 0, y, 1)), log_q) + jnp.exp(log_q) - y
+    include = None
     if where is not None:
-        terms = jnp.where(
-            _checks.check_broadcastable(where, y.shape, "where", "log_predictions"), terms, 0
-        )
-    return reduce(jnp.sum(terms, axis), reduction)
+        # Excluded classes are 0 before any term is formed: exp of a huge excluded
+        # log-prediction never meets a zero cotangent (inf * 0) in the gradient.
+        include = _checks.check_broadcastable(where, y.shape, "where", "log_predictions")
+        log_q, y = jnp.where(include, log_q, -jnp.inf), jnp.where(include, y, 0)
+    terms = _plogp_ratio(y, jnp.log(jnp.where(y > 0, y, 1)), log_q) + jnp.exp(log_q) - y
+    if include is None:
+        return reduce(jnp.sum(terms, axis), reduction)
+    has = jnp.any(include, axis)  # a row with no class is 0 and not counted by "mean"
+    return reduce(jnp.sum(terms, axis), reduction, has)
 
 
 def convex_kl_divergence(

@@ -20,7 +20,11 @@ def _signs(targets: ArrayLike, shape: tuple[int, ...], dtype: jnp.dtype) -> jax.
     t = jnp.asarray(targets)
     if jnp.issubdtype(t.dtype, jnp.complexfloating):
         raise TypeError(f"targets must be real, got dtype {t.dtype}")
-    _checks.check_same_shape(jnp.empty(shape), t, "logits", "targets")
+    if t.shape != shape:
+        raise ValueError(
+            "logits and targets must have the same shape, got logits.shape="
+            f"{shape} and targets.shape={t.shape}"
+        )
     if _checks.is_concrete(t):
         values = set(np.unique(np.asarray(t, np.float64)).tolist())
         if not (values <= {-1.0, 1.0} or values <= {0.0, 1.0}):
@@ -43,7 +47,11 @@ def _binary_margin(
     x = _checks.check_float(logits, "logits")
     s = x.astype(compute_dtype(x.dtype))
     y = _signs(targets, x.shape, s.dtype)
-    return reduce_elements(jnp.maximum(offset - y * s, 0), where, reduction)
+    margin = y * s
+    if where is not None:  # excluded elements reach neither the value nor the gradient
+        include = _checks.check_broadcastable(where, x.shape, "where", "logits")
+        margin = jnp.where(include, margin, offset)
+    return reduce_elements(jnp.maximum(offset - margin, 0), where, reduction)
 
 
 def hinge_loss(
@@ -136,8 +144,11 @@ def _multiclass_margin(
     classes = jax.lax.broadcasted_iota(lab.label.dtype, m.x.shape, axis)
     others = jnp.where(classes == lab.label, -jnp.inf, m.x)
     rival = jnp.max(others, axis, keepdims=True, initial=-jnp.inf)
-    # No rival class (one included class): the max is -inf and the loss is 0.
-    loss = jnp.maximum(margin + rival - s_y, 0)
+    # No rival class (one included class, or every rival at -inf): the loss is 0, also when
+    # the label's own score is -inf; the inner where keeps -inf - (-inf) out of the gradient.
+    contest = rival > -jnp.inf
+    gap = jnp.where(contest, margin + rival - s_y, 0)
+    loss = jnp.where(contest, jnp.maximum(gap, 0), 0)
     loss, weight = finish(loss, lab, m.has_class, axis)
     return reduce(loss, reduction, weight)
 

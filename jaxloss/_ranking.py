@@ -68,6 +68,7 @@ def ranking_softmax_loss(
     if _checks.is_concrete(y) and bool(np.any(np.asarray(y) < 0)):
         raise ValueError("labels must be non-negative relevance grades")
     t = y.astype(compute_dtype(x.dtype)) if jnp.issubdtype(y.dtype, jnp.integer) else y
+    t = jnp.where(y < 0, jnp.nan, t)  # a negative grade under jit: NaN, never a number
     if weights is not None:
         w = _checks.check_broadcastable(weights, x.shape, "weights", "logits")
         t = w.astype(compute_dtype(x.dtype)) * t.astype(compute_dtype(x.dtype))

@@ -11,16 +11,22 @@ from jaxloss._dtypes import compute_dtype
 from jaxloss._reduction import Reduction, reduce, reduce_elements
 
 
-def _errors(predictions: ArrayLike, targets: ArrayLike | None) -> jax.Array:
+def _errors(
+    predictions: ArrayLike, targets: ArrayLike | None, where: ArrayLike | None
+) -> jax.Array:
     """predictions - targets (targets broadcastable to the predictions, 0 when None), in the
-    compute dtype."""
+    compute dtype, and 0 on the elements that `where` excludes."""
     p = _checks.check_float(predictions, "predictions")
     e = p.astype(compute_dtype(p.dtype))
-    if targets is None:
+    if targets is not None:
+        t = _checks.check_float(targets, "targets")
+        t = _checks.check_broadcastable(t, p.shape, "targets", "predictions")
+        e = e - t.astype(e.dtype)
+    if where is None:
         return e
-    t = _checks.check_float(targets, "targets")
-    t = _checks.check_broadcastable(t, p.shape, "targets", "predictions")
-    return e - t.astype(e.dtype)
+    # Excluded elements (a NaN target standing for a missing one) reach neither the value nor,
+    # through 0 * NaN, the gradient.
+    return jnp.where(_checks.check_broadcastable(where, p.shape, "where", "predictions"), e, 0)
 
 
 def squared_error(
@@ -53,7 +59,7 @@ def squared_error(
       >>> print(jaxloss.squared_error(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0])))
       [1. 4.]
     """
-    e = _errors(predictions, targets)
+    e = _errors(predictions, targets, where)
     return reduce_elements(e * e, where, reduction, "predictions")
 
 
@@ -86,7 +92,7 @@ def l2_loss(
       >>> print(jaxloss.l2_loss(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0])))
       [0.5 2. ]
     """
-    e = _errors(predictions, targets)
+    e = _errors(predictions, targets, where)
     return reduce_elements(0.5 * e * e, where, reduction, "predictions")
 
 
@@ -127,10 +133,11 @@ def huber_loss(
       Huber, *Robust Estimation of a Location Parameter*, Ann. Math. Statist. 35, 1964.
     """
     _checks.check_sign(delta, "delta", strict=True)
-    e = _errors(predictions, targets)
+    e = _errors(predictions, targets, where)
     d = jnp.asarray(delta, e.dtype)
     a = jnp.abs(e)
-    loss = jnp.where(a <= d, 0.5 * e * e, d * (a - 0.5 * d))
+    q = jnp.minimum(a, d)  # no branch squares an infinite error: the gradient at ±inf is ±delta
+    loss = 0.5 * q * q + d * (a - q)
     return reduce_elements(loss, where, reduction, "predictions")
 
 
@@ -147,10 +154,11 @@ def log_cosh(
         \ell = \log\cosh(e) \approx \begin{cases} e^2/2 & |e| \ll 1 \\
                |e| - \log 2 & |e| \gg 1 \end{cases}, \qquad e = \hat y - y
 
-    with gradient :math:`\tanh e`. In float32 within 6·2⁻²³ relative error at every size of
-    error (value and gradient): below 1 it is
-    computed as :math:`\operatorname{log1p}(2\sinh^2(e/2))` (``logaddexp(e, -e) - log 2``
-    loses every digit of a small error's :math:`e^2/2`), above as
+    with gradient :math:`\tanh e`. In float32 within 8·2⁻²³ relative error at every size of
+    error, value and gradient (measured at every 97th float32 from 1e-4 to 40): below 1/4 it
+    is the Taylor series to :math:`e^{10}` (float32), below 1
+    :math:`\operatorname{log1p}(2\sinh^2(e/2))` (``logaddexp(e, -e) - log 2`` loses every
+    digit of a small error's :math:`e^2/2`), above
     :math:`|e| - \log 2 + \operatorname{log1p}(e^{-2|e|})`, which cannot overflow.
 
     Args:
@@ -165,21 +173,24 @@ def log_cosh(
     Example:
       >>> import jax.numpy as jnp
       >>> import jaxloss
-      >>> print(jaxloss.log_cosh(jnp.array([1e-3, 1.0, 100.0])))
-      [ 0.      0.4338 99.3069]
+      >>> print(jaxloss.log_cosh(jnp.array([1.0, 100.0])))
+      [ 0.4338 99.3069]
+      >>> print(f"{jaxloss.log_cosh(jnp.float32(1e-3)):.4e}")
+      5.0000e-07
     """
-    e = _errors(predictions, targets)
+    e = _errors(predictions, targets, where)
     a = jnp.abs(e)
-    small = a < 1
-    # Each branch sees only the inputs it is exact (and finite) for: sinh overflows past ~89
-    # in float32, so the large branch's inputs never reach it, in value or gradient.
+    # Below 1/4 the Taylor series to e^10 (its next term is below 2^-28 relative there:
+    # float32's precision, not float64's, which takes the sinh branch instead).
+    tiny, small = a < (0.25 if jnp.finfo(e.dtype).bits <= 32 else 0.0), a < 1
+    # Each branch sees only the inputs it is exact (and finite) for, in value and gradient:
+    # e^2 and sinh overflow where the large branch takes over.
+    e2 = jnp.square(jnp.where(tiny, e, 0))
+    series = e2 * (0.5 - e2 * (1 / 12 - e2 * (1 / 45 - e2 * (17 / 2520 - e2 * (31 / 14175)))))
     half = jnp.sinh(jnp.where(small, a, 0) / 2)
     big = jnp.where(small, 1, a)
-    loss = jnp.where(
-        small,
-        jnp.log1p(2 * half * half),
-        big - jnp.log(2.0).astype(e.dtype) + jnp.log1p(jnp.exp(-2 * big)),
-    )
+    large = big - jnp.log(2.0).astype(e.dtype) + jnp.log1p(jnp.exp(-2 * big))
+    loss = jnp.where(tiny, series, jnp.where(small, jnp.log1p(2 * half * half), large))
     return reduce_elements(loss, where, reduction, "predictions")
 
 
@@ -238,8 +249,11 @@ def cosine_similarity(
     bb = jnp.maximum(jnp.sum(b * b, axis), eps)
     nonzero = (aa > 0) & (bb > 0)
     # A zero norm: the inner where keeps 1/sqrt(0) out of the value and every derivative.
-    scale = jax.lax.rsqrt(jnp.where(nonzero, aa * bb, 1))
-    return reduce(jnp.where(nonzero, jnp.sum(a * b, axis) * scale, 0), reduction)
+    # Each norm divides in turn: the product of the norms (or of their inverses) would
+    # underflow or overflow long before either norm does.
+    ra = jax.lax.rsqrt(jnp.where(nonzero, aa, 1))
+    rb = jax.lax.rsqrt(jnp.where(nonzero, bb, 1))
+    return reduce(jnp.where(nonzero, jnp.sum(a * b, axis) * ra * rb, 0), reduction)
 
 
 def cosine_distance(

@@ -72,7 +72,19 @@ def _project(x: jax.Array, axis: int, kind: Kind) -> jax.Array:
     if x.shape[axis] == 0:
         return x
     z = _scores(x, axis, kind)
-    r = jnp.maximum(z - _threshold(z, axis, kind), 0)
+    tau = _threshold(z, axis, kind)
+    # One Newton step on sum_i p_i(tau) = 1 (convex and decreasing in tau): the running sums of
+    # the sort lose digits when a large support sits far below the top score; plain sums of the
+    # p_i do not, and at an exact tau the step is zero.
+    r = jnp.maximum(z - tau, 0)
+    if kind == "sparsemax":
+        tau = tau + (jnp.sum(r, axis, keepdims=True) - 1) / jnp.sum(
+            r > 0, axis, keepdims=True, dtype=r.dtype
+        )
+    else:
+        step = jnp.sum(r * r, axis, keepdims=True) - 1
+        tau = tau + step / (2 * jnp.sum(r, axis, keepdims=True))
+    r = jnp.maximum(z - tau, 0)
     p = r if kind == "sparsemax" else r * r
     return jnp.where(x == -jnp.inf, 0, p)  # also a row of -inf only: no distribution, all 0
 
@@ -378,6 +390,8 @@ def sparsemax_loss(
             pos = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(f"labels must be 0 or 1; labels{list(pos)} = {values[pos]}")
     z = x.astype(compute_dtype(x.dtype))
+    if where is not None:  # excluded elements reach neither the value nor the gradient
+        z = jnp.where(_checks.check_broadcastable(where, x.shape, "where", "logits"), z, 0)
     positive = y if binary else y == 1
     loss = _sparse_plus(jnp.where(positive, -z, z))
     if not binary:  # a label other than 0 or 1 under jit: NaN, never a silent class
@@ -396,10 +410,13 @@ def make_fenchel_young_loss(max_fun: MaxFun) -> Callable[..., jax.Array]:
         \ell(x, t) = f(x) - \langle t, x \rangle, \qquad
         f(x) = \max_{p \in \Delta}\ \langle p, x \rangle - \Omega(p)
 
-    over the last axis, vectorised over the leading ones. It is :math:`\ge 0` when ``t`` lies
-    in the simplex and is :math:`\Omega`'s maximiser for some logits; its gradient is
-    :math:`\nabla f(x) - t`. With ``max_fun = jax.scipy.special.logsumexp`` and one-hot
-    targets it is the softmax cross-entropy. This is optax's ``make_fenchel_young_loss``;
+    over the last axis, vectorised over the leading ones: the Fenchel-Young loss
+    :math:`f(x) + \Omega(t) - \langle t, x \rangle` without its term :math:`\Omega(t)`,
+    which does not depend on the logits. So it is :math:`\ge -\Omega(t)`, and
+    :math:`\ge 0` where :math:`\Omega(t) = 0` (one-hot targets of the Shannon, Gini and
+    Tsallis regularisers); its gradient is :math:`\nabla f(x) - t`. With
+    ``max_fun = jax.scipy.special.logsumexp`` and one-hot targets it is the softmax
+    cross-entropy. This is optax's ``make_fenchel_young_loss``;
     target 0 on a ``-inf`` logit contributes 0 (not NaN).
 
     Args:

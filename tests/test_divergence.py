@@ -92,3 +92,16 @@ def test_smooth_labels_is_the_label_smoothing_option(rng):
         jaxloss.smooth_labels(y, 1.5)
     with pytest.raises(TypeError, match="labels must be a floating-point"):
         jaxloss.smooth_labels(jnp.array([0, 1]), 0.1)
+
+
+def test_generalized_kl_where_keeps_excluded_classes_out_of_the_gradient():
+    log_q = jnp.array([[1.0, 100.0, 0.5], [1.0, 2.0, 3.0]], jnp.float32)
+    y = jnp.ones((2, 3), jnp.float32)
+    keep = jnp.array([[True, False, True], [False, False, False]])
+    f = jaxloss.generalized_kl_divergence
+    value, grad = jax.value_and_grad(lambda l: f(l, y, where=keep, reduction="mean"))(log_q)
+    lq = np.asarray(log_q, np.float64)[0, [0, 2]]
+    exact = np.sum(-lq + np.exp(lq) - 1)  # the one row with a class: the mean's only row
+    np.testing.assert_allclose(value, exact, rtol=4e-7)
+    np.testing.assert_allclose(grad[0], [np.exp(1.0) - 1, 0, np.exp(0.5) - 1], rtol=4e-7)
+    np.testing.assert_array_equal(grad[1], 0.0)

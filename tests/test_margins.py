@@ -151,3 +151,27 @@ def test_ranking_gradient_is_finite_for_an_empty_list():
         jaxloss.ranking_softmax_loss(s, -rel)
     with pytest.raises(TypeError, match="labels must be graded relevance"):
         jaxloss.ranking_softmax_loss(s, rel > 0)
+
+
+def test_excluded_elements_and_minus_inf_scores():
+    s = jnp.array([0.5, jnp.nan, 2.0])
+    keep = jnp.array([True, False, True])
+    for fn in (jaxloss.hinge_loss, jaxloss.perceptron_loss, jaxloss.sparsemax_loss):
+        grad = jax.grad(lambda s, fn=fn: fn(s, jnp.ones(3), where=keep, reduction="sum"))(s)
+        assert np.all(np.isfinite(grad)) and grad[1] == 0, fn.__name__
+    # No rival, or none with a finite score: the loss is 0, also at a -inf label score.
+    for name in ("multiclass_hinge_loss", "multiclass_perceptron_loss"):
+        fn = getattr(jaxloss, name)
+        assert fn(jnp.array([[-jnp.inf]]), jnp.array([0])) == 0
+        assert fn(jnp.full((1, 3), -jnp.inf), jnp.array([0])) == 0
+        grad = jax.grad(lambda x, fn=fn: jnp.sum(fn(x, jnp.array([0]))))(
+            jnp.array([[-jnp.inf, 0.0]])
+        )
+        assert np.all(np.isfinite(grad))
+
+
+def test_negative_relevance_under_jit_is_nan():
+    s = jnp.zeros((2, 3))
+    rel = jnp.array([[1.0, -1.0, 0.0], [1.0, 0.0, 0.0]])
+    out = jax.jit(jaxloss.ranking_softmax_loss)(s, rel)
+    assert np.isnan(out[0]) and np.isfinite(out[1])

@@ -540,3 +540,13 @@ def test_against_pytorch_entmax(rng):
         assert torch.isnan(loss_fn(torch.tensor(xi), torch.tensor([0]))).all()
         want = _loss_oracle(f, xi[:, [0, 2, 3]], np.array([0]))
         assert_close(LOSS[f](xi, jnp.array([0], jnp.int32)), want, rtol=1e-13)
+
+
+def test_a_large_support_far_below_the_top_keeps_its_mass():
+    # 99 999 scores packed just below -0.9 under one at 0: the sort's running sums cancel in
+    # float32; one Newton step on the plain sums keeps the total at 1.
+    rng = np.random.default_rng(0)
+    x = np.concatenate([[0.0], rng.uniform(-0.91, -0.90, 99_999)]).astype(np.float32)
+    for f, tol in ((entmax15, 1e-5), (sparsemax, 1e-4)):
+        p = f(jnp.asarray(x))
+        assert abs(float(jnp.sum(p)) - 1) < tol, f.__name__
