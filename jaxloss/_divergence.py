@@ -13,7 +13,7 @@ from jax.typing import ArrayLike
 from jaxloss import _backend, _checks
 from jaxloss._backend import Rows
 from jaxloss._dtypes import compute_dtype
-from jaxloss._reduction import Reduction, reduce
+from jaxloss._reduction import Reduction
 from jaxloss._softmax import Masked, log_softmax, mask_classes, reduce_examples, softmax_parts
 
 
@@ -333,17 +333,14 @@ def generalized_kl_divergence(
     _checks.check_same_shape(log_q, y, "log_predictions", "targets")
     dtype = compute_dtype(jnp.promote_types(log_q.dtype, y.dtype))
     log_q, y = log_q.astype(dtype), y.astype(dtype)
-    include = None
-    if where is not None:
-        # Excluded classes are 0 before any term is formed: exp of a huge excluded
-        # log-prediction never meets a zero cotangent (inf * 0) in the gradient.
-        include = _checks.check_broadcastable(where, y.shape, "where", "log_predictions")
-        log_q, y = jnp.where(include, log_q, -jnp.inf), jnp.where(include, y, 0)
+    # Excluded classes are -inf (and their targets 0) before any term is formed: exp of a
+    # huge excluded log-prediction never meets a zero cotangent (inf * 0) in the gradient.
+    m = mask_classes(log_q, axis, where)
+    log_q = m.x
+    if m.include is not None:
+        y = jnp.where(m.include, y, 0)
     terms = _plogp_ratio(y, jnp.log(jnp.where(y > 0, y, 1)), log_q) + jnp.exp(log_q) - y
-    if include is None:
-        return reduce(jnp.sum(terms, axis), reduction)
-    has = jnp.any(include, axis)  # a row with no class is 0 and not counted by "mean"
-    return reduce(jnp.sum(terms, axis), reduction, has)
+    return _per_example(terms, m, reduction)
 
 
 def convex_kl_divergence(

@@ -22,7 +22,7 @@ from jax.typing import ArrayLike
 
 from jaxloss import _checks
 from jaxloss._dtypes import compute_dtype
-from jaxloss._reduction import Reduction, reduce
+from jaxloss._reduction import Reduction, reduce, safe_ratio
 from jaxloss._softmax import log_softmax, mask_classes
 
 Axes = int | Sequence[int] | None
@@ -115,12 +115,8 @@ def _probabilities(x: jax.Array, apply_softmax: bool) -> jax.Array:
     if not apply_softmax:
         _check_probabilities(x)
         return x.astype(compute_dtype(x.dtype))
-    # Converted first (the conversion fuses into the softmax): log p = x - s - log Z reaches x
-    # by two paths, whose cotangents nearly cancel; summed in bfloat16 they would lose the
-    # gradient's small entries, summed in float32 they are rounded once.
-    x = x.astype(compute_dtype(x.dtype))
     if x.shape[-1] == 1:
-        return jax.nn.sigmoid(x)
+        return jax.nn.sigmoid(x.astype(compute_dtype(x.dtype)))
     return jnp.exp(log_softmax(mask_classes(x, x.ndim - 1, None)))
 
 
@@ -148,10 +144,8 @@ def _per_class(
     err = a * fp + b * fn
     den = inter + err + s
     # den = 0 only when every term is 0 (smooth 0, nothing predicted, nothing present): the
-    # coefficient is 1, the loss 0. Double where: the inner keeps 0/0 out of the derivatives
-    # (reverse and forward mode), the outer sets the value.
-    nonzero = den != 0
-    loss = jnp.where(nonzero, err / jnp.where(nonzero, den, 1), 0)
+    # coefficient is 1, the loss 0, with a zero derivative.
+    loss = safe_ratio(err, den)
     if weights is not None:
         loss = loss * jnp.broadcast_to(weights.astype(p.dtype), loss.shape)
     if ignore_background and loss.shape[-1] > 1:
